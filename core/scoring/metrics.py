@@ -1,0 +1,228 @@
+"""Generation metrics, named as CDVAE / MatterGen / CrystalFormer-RL use them.
+
+* **structure validity**: every interatomic distance (periodic images included) ≥ 0.5 Å and the cell
+  volume ≥ 0.1 Å^3 (CDVAE's definition, used by MatterGen and DiffCSP).
+* **composition validity**: SMACT charge neutrality with the Pauling electronegativity test; single
+  elements and all-metal compositions (alloys) count as valid. Oxidation states: SMACT's default
+  "smact14" set, as CDVAE's ``smact_validity`` used them.
+* **uniqueness**: a structure is unique when it matches no *earlier* structure of the same set
+  (the first of a group of duplicates counts); uniqueness rate = unique / all.
+* **novelty**: matches no structure of the training set.
+  Both use ``pymatgen StructureMatcher()`` with its default tolerances (ltol 0.2, stol 0.3,
+  angle_tol 5°), as MatterGen does; candidates are bucketed by reduced formula first, so a training
+  set of many thousand structures costs one dictionary lookup plus a few matches per structure.
+* **stability**: E_hull < 0.1 eV/atom. **S.U.N.**: stable, unique and novel.
+* **match rate / RMSD** between a generated structure and its relaxed version:
+  ``StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3).get_rms_dist``. The RMSD is pymatgen's
+  normalised RMS displacement (divided by (V/N)^(1/3), dimensionless), the convention of CDVAE/DiffCSP.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Composition, Structure
+
+MIN_DISTANCE_A = 0.5        # Å
+MIN_VOLUME_A3 = 0.1         # Å^3
+STABILITY_THRESHOLD_EV = 0.1  # eV/atom
+RELAX_MATCH_TOLERANCES = {"stol": 0.5, "angle_tol": 10.0, "ltol": 0.3}
+SMACT_OXIDATION_STATES = "smact14"
+
+
+# ---------------------------------------------------------------- validity
+
+
+def min_interatomic_distance(structure: Structure) -> float:
+    """Shortest distance (Å) between two atoms, periodic images and an atom's own images included.
+
+    NaN when the lattice is not finite or degenerate.
+    """
+    lattice = structure.lattice
+    matrix = lattice.matrix
+    if not np.all(np.isfinite(matrix)) or not np.all(np.isfinite(structure.frac_coords)) or abs(lattice.volume) < 1e-12:
+        return math.nan
+    reduced = lattice.get_lll_reduced_lattice().matrix
+    images = np.array([n for n in itertools.product((-1, 0, 1), repeat=3) if any(n)], dtype=float)
+    self_image = float(np.min(np.linalg.norm(images @ reduced, axis=1)))
+    if len(structure) < 2:
+        return self_image
+    distances = lattice.get_all_distances(structure.frac_coords, structure.frac_coords)
+    np.fill_diagonal(distances, np.inf)
+    return float(min(self_image, distances.min()))
+
+
+def structure_validity(structure: Structure, cutoff: float = MIN_DISTANCE_A) -> bool:
+    """All interatomic distances ≥ ``cutoff`` (Å) and volume ≥ 0.1 Å^3 (CDVAE's structure validity)."""
+    distance = min_interatomic_distance(structure)
+    return bool(math.isfinite(distance) and distance >= cutoff and structure.volume >= MIN_VOLUME_A3)
+
+
+@functools.lru_cache(maxsize=16384)
+def _smact_valid(reduced_formula: str) -> bool:
+    from smact.screening import smact_validity
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return bool(smact_validity(Composition(reduced_formula), use_pauling_test=True, include_alloys=True,
+                                       oxidation_states_set=SMACT_OXIDATION_STATES))
+        except (KeyError, ValueError, TypeError, IndexError):
+            return False  # an element SMACT has no data for
+
+
+def composition_validity(composition: Composition | str | Structure) -> bool:
+    """SMACT charge neutrality + Pauling electronegativity test (alloys and elements valid)."""
+    if isinstance(composition, Structure):
+        composition = composition.composition
+    composition = Composition(composition).element_composition
+    if composition.num_atoms == 0:
+        return False
+    return _smact_valid(composition.reduced_formula)
+
+
+# ---------------------------------------------------------------- uniqueness / novelty
+
+
+def _formula_key(structure: Structure) -> str | None:
+    try:
+        return structure.composition.element_composition.reduced_formula
+    except Exception:  # noqa: BLE001 - an unreadable structure matches nothing
+        return None
+
+
+class StructureSet:
+    """Structures bucketed by reduced formula, answering "is an equivalent structure already here?"."""
+
+    def __init__(self, structures: Iterable[Structure] = (), matcher: StructureMatcher | None = None) -> None:
+        self.matcher = matcher or StructureMatcher()
+        self._buckets: dict[str, list[Structure]] = {}
+        for structure in structures:
+            self.add(structure)
+
+    def __len__(self) -> int:
+        return sum(len(bucket) for bucket in self._buckets.values())
+
+    def add(self, structure: Structure) -> None:
+        key = _formula_key(structure)
+        if key is not None:
+            self._buckets.setdefault(key, []).append(structure)
+
+    def contains(self, structure: Structure) -> bool:
+        """True when a structure of the set matches ``structure`` (StructureMatcher.fit)."""
+        key = _formula_key(structure)
+        for candidate in self._buckets.get(key, []) if key is not None else []:
+            try:
+                if self.matcher.fit(structure, candidate):
+                    return True
+            except Exception:  # noqa: BLE001 - a degenerate structure matches nothing
+                continue
+        return False
+
+
+class NoveltyChecker(StructureSet):
+    """The training set, for ``is_novel``. Build once and reuse (e.g. across RL steps)."""
+
+    def is_novel(self, structure: Structure) -> bool:
+        return not self.contains(structure)
+
+
+class UniquenessTracker(StructureSet):
+    """Streaming uniqueness: ``check_and_add`` is True for the first structure of each kind."""
+
+    def check_and_add(self, structure: Structure) -> bool:
+        if self.contains(structure):
+            return False
+        self.add(structure)
+        return True
+
+
+def unique_flags(structures: Sequence[Structure]) -> list[bool]:
+    """True for each structure that matches no earlier one in the list."""
+    tracker = UniquenessTracker()
+    return [tracker.check_and_add(structure) for structure in structures]
+
+
+def novelty_flags(structures: Sequence[Structure], training_set: Sequence[Structure] | NoveltyChecker) -> list[bool]:
+    """True for each structure that matches no training structure."""
+    checker = training_set if isinstance(training_set, NoveltyChecker) else NoveltyChecker(training_set)
+    return [checker.is_novel(structure) for structure in structures]
+
+
+# ---------------------------------------------------------------- relaxation match
+
+
+@functools.cache
+def relax_matcher() -> StructureMatcher:
+    return StructureMatcher(**RELAX_MATCH_TOLERANCES)
+
+
+def relaxation_match(generated: Structure, relaxed: Structure) -> tuple[bool, float | None]:
+    """Whether ``relaxed`` still matches ``generated`` and the normalised RMS displacement (None if not)."""
+    try:
+        rms = relax_matcher().get_rms_dist(generated, relaxed)
+    except Exception:  # noqa: BLE001
+        return False, None
+    if rms is None:
+        return False, None
+    return True, float(rms[0])
+
+
+# ---------------------------------------------------------------- rates
+
+
+def is_stable(e_above_hull: float | None, threshold: float = STABILITY_THRESHOLD_EV) -> bool:
+    return e_above_hull is not None and math.isfinite(e_above_hull) and e_above_hull < threshold
+
+
+def _rate(values: Any) -> float:
+    values = [bool(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _mean(values: Any) -> float:
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.mean(values)) if values else math.nan
+
+
+def summarize(df: Any) -> dict[str, float]:
+    """Rates of a scored table (``core.scoring.pipeline.score`` output) as fractions in [0, 1].
+
+    Denominator: all rows, so a row whose scoring failed counts as not stable; novelty and S.U.N.
+    are NaN when the table has no novelty column values (no training set given); match rate and
+    RMSD cover the relaxed rows only.
+    """
+    n = len(df)
+    column = (lambda name: list(df[name]) if name in df else [None] * n)
+    e_hull = column("e_above_hull")
+    stable = [is_stable(None if v is None else float(v)) for v in e_hull]
+    unique = column("unique")
+    novel = column("novel")
+    has_novelty = any(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in novel)
+    sun = [s and bool(u) and bool(nv) for s, u, nv in zip(stable, unique, novel)] if has_novelty else [None] * n
+    relaxed = [bool(r) for r in column("relaxed")]
+    matches = [m for m, r in zip(column("match_relaxed"), relaxed) if r]
+    rmsd = [v for v, r in zip(column("rmsd_relaxed"), relaxed) if r]
+    errors = column("error")
+    valid = [bool(a) and bool(b) for a, b in zip(column("struct_valid"), column("comp_valid"))]
+    return {
+        "n_structures": float(n),
+        "error_rate": _rate([e is not None and e == e for e in errors]) if n else math.nan,
+        "struct_validity": _rate(column("struct_valid")),
+        "comp_validity": _rate(column("comp_valid")),
+        "validity": _rate(valid),
+        "uniqueness": _rate(unique),
+        "novelty": _rate(novel) if has_novelty else math.nan,
+        "stability_rate": _rate(stable) if n else math.nan,
+        "sun_rate": _rate(sun) if has_novelty else math.nan,
+        "mean_e_above_hull": _mean(e_hull),
+        "match_rate": _rate(matches),
+        "mean_rmsd": _mean(rmsd),
+        "mean_fom_ev": _mean(column("fom_ev")),
+    }

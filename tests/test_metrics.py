@@ -1,0 +1,147 @@
+"""Generation metrics on hand-made cases with known answers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.core.operations import SymmOp
+
+from core.scoring.fom import figure_of_merit
+from core.scoring.metrics import (
+    NoveltyChecker,
+    composition_validity,
+    min_interatomic_distance,
+    novelty_flags,
+    relaxation_match,
+    structure_validity,
+    summarize,
+    unique_flags,
+)
+
+
+def rocksalt(a=5.69, species=("Na", "Cl")) -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def cscl_type(a=3.3, species=("Na", "Cl")) -> Structure:
+    return Structure(Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+# ---------------------------------------------------------------- validity
+
+
+def test_min_distance_of_rock_salt_is_half_the_cube_edge():
+    assert min_interatomic_distance(rocksalt(5.69)) == pytest.approx(5.69 / 2)
+
+
+def test_overlapping_atoms_are_structurally_invalid():
+    overlapping = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])   # 0.2 Å apart
+    assert min_interatomic_distance(overlapping) == pytest.approx(0.2)
+    assert not structure_validity(overlapping)
+    assert structure_validity(rocksalt())
+
+
+def test_overlap_through_the_periodic_boundary_and_with_own_image():
+    across = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0.01, 0, 0], [0.99, 0, 0]])     # 0.08 Å via the image
+    assert min_interatomic_distance(across) == pytest.approx(0.08)
+    assert not structure_validity(across)
+    tiny = Structure(Lattice.cubic(0.4), ["Na"], [[0, 0, 0]])                               # atom 0.4 Å from its image
+    assert min_interatomic_distance(tiny) == pytest.approx(0.4)
+    assert not structure_validity(tiny)
+    same_spot = Structure(Lattice.cubic(4.0), ["Na", "Na"], [[0.2, 0.2, 0.2], [0.2, 0.2, 0.2]])
+    assert min_interatomic_distance(same_spot) == pytest.approx(0.0)
+
+
+def test_nan_lattice_is_invalid_not_an_exception():
+    nan = Structure(Lattice(np.full((3, 3), np.nan)), ["Na"], [[0, 0, 0]])
+    assert math.isnan(min_interatomic_distance(nan))
+    assert not structure_validity(nan)
+
+
+@pytest.mark.parametrize("formula,valid", [
+    ("NaCl", True), ("Fe2O3", True), ("LiFePO4", True), ("CsPbI3", True),
+    ("NaCl2", False), ("Na3Cl", False), ("MgO2Cl5", False),
+    ("Cu3Au", True),    # all metals: an alloy counts as valid
+    ("Si", True),       # single element
+])
+def test_composition_validity_is_smact_charge_balance(formula, valid):
+    assert composition_validity(formula) is valid
+
+
+# ---------------------------------------------------------------- uniqueness / novelty
+
+
+def test_duplicates_are_not_unique_first_occurrence_is():
+    nacl = rocksalt()
+    supercell = nacl.copy()
+    supercell.make_supercell([2, 1, 1])
+    jiggled = nacl.copy()
+    jiggled.perturb(0.02)
+    kcl = rocksalt(6.29, ("K", "Cl"))
+    cscl_nacl = cscl_type()          # same formula, different structure
+    assert unique_flags([nacl, supercell, jiggled, kcl, cscl_nacl]) == [True, False, False, True, True]
+
+
+def test_structure_from_the_training_set_is_not_novel():
+    training = [rocksalt(5.69), rocksalt(6.29, ("K", "Cl")), cscl_type(4.1, ("Cs", "Cl"))]
+    rotated_nacl = rocksalt(5.75)                    # same structure, slightly different cell
+    rotated_nacl.apply_operation(SymmOp.from_axis_angle_and_translation([0, 0, 1], 30))
+    generated = [rotated_nacl, cscl_type(), rocksalt(5.0, ("Li", "F"))]
+    assert novelty_flags(generated, training) == [False, True, True]
+    checker = NoveltyChecker(training)
+    assert len(checker) == 3 and checker.is_novel(rocksalt(4.2, ("Mg", "O")))
+
+
+# ---------------------------------------------------------------- relaxation match
+
+
+def test_relaxation_match_and_rmsd():
+    generated = rocksalt(5.69)
+    expanded = rocksalt(5.9)                    # only the volume changed: same structure, zero RMS
+    assert relaxation_match(generated, expanded) == (True, pytest.approx(0.0, abs=1e-6))
+    moved = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    shifted = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.55]])
+    matched, rmsd = relaxation_match(moved, shifted)
+    assert matched and 0 < rmsd < 0.5
+    # rock salt -> CsCl type is a different structure: no match
+    assert relaxation_match(generated, cscl_type()) == (False, None)
+
+
+# ---------------------------------------------------------------- FoM and summary
+
+
+def test_figure_of_merit():
+    assert figure_of_merit(5.0, 2.0) == pytest.approx(10.0)
+    assert figure_of_merit(4.0, -0.1) == 0.0
+    assert math.isnan(figure_of_merit(None, 2.0)) and math.isnan(figure_of_merit(3.0, math.nan))
+
+
+def test_summarize_rates():
+    df = pd.DataFrame({
+        "e_above_hull": [0.0, 0.05, 0.3, None],
+        "unique": [True, True, False, None],
+        "novel": [True, False, True, None],
+        "struct_valid": [True, True, True, False],
+        "comp_valid": [True, False, True, True],
+        "relaxed": [True, True, False, False],
+        "match_relaxed": [True, False, None, None],
+        "rmsd_relaxed": [0.1, None, None, None],
+        "fom_ev": [10.0, 2.0, None, None],
+        "error": [None, None, None, "overlapping atoms"],
+    })
+    s = summarize(df)
+    assert s["n_structures"] == 4
+    assert s["stability_rate"] == pytest.approx(2 / 4)      # failed row counts as not stable
+    assert s["sun_rate"] == pytest.approx(1 / 4)            # only row 0 is stable, unique and novel
+    assert s["uniqueness"] == pytest.approx(2 / 3)
+    assert s["novelty"] == pytest.approx(2 / 3)
+    assert s["struct_validity"] == pytest.approx(3 / 4) and s["comp_validity"] == pytest.approx(3 / 4)
+    assert s["validity"] == pytest.approx(2 / 4)
+    assert s["match_rate"] == pytest.approx(1 / 2) and s["mean_rmsd"] == pytest.approx(0.1)
+    assert s["error_rate"] == pytest.approx(1 / 4)
+    assert s["mean_fom_ev"] == pytest.approx(6.0)
+    no_training = summarize(df.assign(novel=[None] * 4))
+    assert math.isnan(no_training["novelty"]) and math.isnan(no_training["sun_rate"])
