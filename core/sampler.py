@@ -1,0 +1,382 @@
+"""Sampling crystals from a CrystalFormer, one token at a time, with a key/value cache.
+
+    samples = sample(checkpoint, spacegroup=225, num=100, temperature=1.0, elements=["Cs", "Li", "F"], seed=0)
+    samples[0].structure, samples[0].string, samples[0].logp
+
+Decoding follows the token order of ``core.model``: W_0 from G, then for each site the element, x, y, z
+(each coordinate projected onto the sampled Wyckoff position right away, as the reference does), then
+the next Wyckoff letter; the lattice is drawn at the end from the mixture read at the first padding
+site. Each step's randomness comes from ``fold_in(key, step)``, so the cached path and the
+full-recompute path (``use_cache=False``: the whole prefix goes through the transformer at every step,
+as in the reference) draw the same crystals from the same key. Decoding stops as soon as every crystal
+in the batch has ended. The last site is always padding, so every sample has a lattice row.
+
+Temperature T scales the Wyckoff, element and mixture-component logits by 1/T, von Mises
+concentrations by 1/T and lattice widths by √T. The returned ``logp`` is the crystal's log-likelihood
+under the model itself (T = 1, no element mask), the same number ``core.logp`` computes.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from core import lattice as lat
+from core import wyckoff
+from core.checkpoint import Checkpoint
+from core.config import ModelConfig
+from core.errors import InvalidInputError
+from core.logp import coord_logpdf, lattice_logpdf, multiplicities
+from core.model import CrystalFormer, init_cache
+from core.tokens import CrystalTokens, atomic_number
+
+CACHE_BUDGET_BYTES = 720 * 2**20  # key/value cache per chunk; larger batches run in chunks
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    """One generated crystal. ``structure`` is None (and ``error`` says why) when it cannot be built."""
+
+    tokens: CrystalTokens
+    logp: float                      # log-likelihood under the model, nats
+    logp_parts: dict = field(default_factory=dict)
+    structure: object = None         # pymatgen Structure
+    error: str | None = None
+
+    @property
+    def spacegroup(self) -> int:
+        return self.tokens.spacegroup
+
+    @property
+    def string(self) -> str:
+        return self.tokens.to_string()
+
+    @property
+    def formula(self) -> str:
+        return self.structure.composition.reduced_formula if self.structure is not None else self.tokens.formula
+
+
+# ---------------------------------------------------------------------------------------------
+# Random draws
+# ---------------------------------------------------------------------------------------------
+def sample_von_mises(key, kappa):
+    """Centred von Mises draws on [-π, π) for concentrations ``kappa`` (any shape).
+
+    Best & Fisher's (1979) rejection sampler with a wrapped-Cauchy envelope; a normal
+    approximation (σ² = 1/κ) for very large κ where float32 rejection loses precision.
+    """
+    kappa = jnp.maximum(kappa, 1e-6)
+    tau = 1.0 + jnp.sqrt(1.0 + 4.0 * kappa**2)
+    rho = (tau - jnp.sqrt(2.0 * tau)) / (2.0 * kappa)
+    r = jnp.where(kappa > 1e-2, (1.0 + rho**2) / (2.0 * rho), 1.0 / kappa)
+
+    def cond(state):
+        i, _, done, _ = state
+        return (i < 100) & ~jnp.all(done)
+
+    def body(state):
+        i, k, done, theta = state
+        k, k1, k2, k3 = jax.random.split(k, 4)
+        u1, u2, u3 = (jax.random.uniform(kk, kappa.shape, kappa.dtype) for kk in (k1, k2, k3))
+        z = jnp.cos(jnp.pi * u1)
+        f = (1.0 + r * z) / (r + z)
+        c = kappa * (r - f)
+        accept = (c * (2.0 - c) - u2 > 0) | (jnp.log(c / u2) + 1.0 - c >= 0)
+        new = jnp.sign(u3 - 0.5) * jnp.arccos(jnp.clip(f, -1.0, 1.0))
+        theta = jnp.where(done, theta, new)
+        return i + 1, k, done | accept, theta
+
+    key, normal_key = jax.random.split(key)
+    _, _, _, theta = jax.lax.while_loop(cond, body, (0, key, jnp.zeros(kappa.shape, bool), jnp.zeros_like(kappa)))
+    normal = jax.random.normal(normal_key, kappa.shape, kappa.dtype) / jnp.sqrt(kappa)
+    return jnp.where(kappa > 1e3, normal, theta)
+
+
+def _categorical(key, logits, temperature, top_p):
+    logits = logits / temperature
+    if top_p < 1.0:
+        order = jnp.argsort(-logits, axis=-1)
+        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+        cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
+        drop_sorted = jnp.concatenate([jnp.zeros_like(cum[..., :1], bool), cum[..., :-1] > top_p], axis=-1)
+        drop = jnp.zeros_like(drop_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(drop_sorted)
+        logits = jnp.where(drop, -1e10, logits)
+    return jax.random.categorical(key, logits, axis=-1)
+
+
+def _draw_coordinate(key, row, Kx, temperature, top_p):
+    """x ∈ [0, 1) from a von Mises mixture row (B, ≥3Kx)."""
+    k_comp, k_vm = jax.random.split(key)
+    comp = _categorical(k_comp, row[:, :Kx], temperature, top_p)
+    pick = lambda block: jnp.take_along_axis(row[:, block * Kx:(block + 1) * Kx], comp[:, None], axis=1)[:, 0]
+    theta = pick(1) + sample_von_mises(k_vm, pick(2) / temperature)
+    theta = (theta + jnp.pi) % (2 * jnp.pi) - jnp.pi
+    return (theta + jnp.pi) / (2 * jnp.pi)
+
+
+# ---------------------------------------------------------------------------------------------
+# The decoding loop
+# ---------------------------------------------------------------------------------------------
+def _decode(config: ModelConfig, params, key, G, temperature, top_p, atom_mask, use_cache: bool):
+    """Sample one batch. Returns (W, A, XYZ, L_normalised, logp dict); everything (B, …)."""
+    model = CrystalFormer(config)
+    variables = {"params": params}
+    B, n, T = G.shape[0], config.n_max, config.seq_len
+    dtype = jnp.result_type(float)
+    tables = wyckoff.tables()
+    first_op = jnp.asarray(tables.first_op, dtype)
+    fc_mask = jnp.asarray(tables.fc_mask)
+    rows = jnp.arange(B)
+    letters = jnp.arange(config.wyck_types)
+
+    def head(method, *args):
+        return model.apply(variables, *args, method=method)
+
+    # W_0 from the space group alone
+    h0 = head(CrystalFormer.first_w_logprobs, G)
+    W0 = _categorical(jax.random.fold_in(key, 0), h0, temperature, top_p)
+    state = dict(
+        t=jnp.int32(0), stop=jnp.bool_(False),
+        W=jnp.zeros((B, n), jnp.int32).at[:, 0].set(W0),
+        A=jnp.zeros((B, n), jnp.int32),
+        XYZ=jnp.zeros((B, n, 3), dtype),
+        lat_rows=jnp.zeros((B, n, config.output_size), dtype),
+        lp_w=h0[rows, W0], lp_a=jnp.zeros(B, dtype), lp_xyz=jnp.zeros(B, dtype),
+        cache=init_cache(config, B, dtype) if use_cache else jnp.zeros(()),
+    )
+
+    def output_row(s):
+        """Processed output row of token t (B, output_size), and the updated cache."""
+        t = s["t"]
+        i, kind = t // 5, t % 5
+        W_i = s["W"][:, i]
+        if use_cache:
+            site = lambda x: jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1)
+            W1 = site(s["W"])
+            emb = head(CrystalFormer.site_embeddings, G, W1, site(s["A"]), site(s["XYZ"]), multiplicities(G, W1))
+            raw, cache = head(CrystalFormer.decode_step, G, emb[:, 0, kind], s["cache"], t)
+            candidates = jnp.stack([
+                head(CrystalFormer.atom_lattice_head, raw, W_i),
+                head(CrystalFormer.coord_head, raw),
+                head(CrystalFormer.coord_head, raw),
+                head(CrystalFormer.coord_head, raw),
+                head(CrystalFormer.wyckoff_head, raw, G, W_i),
+            ])
+            return candidates[kind], cache
+        full = model.apply(variables, G, s["XYZ"], s["A"], s["W"], multiplicities(G, s["W"]), True)
+        return jax.lax.dynamic_index_in_dim(full, t + 1, axis=1, keepdims=False), s["cache"]
+
+    def body(s):
+        row, cache = output_row(s)
+        t = s["t"]
+        i, kind = t // 5, t % 5
+        k = jax.random.fold_in(key, t + 1)
+        W_i = s["W"][:, i]
+
+        def next_atom(s):  # fed W_i: draw A_i, keep the lattice row of site i
+            logits = row[:, :config.atom_types] + jnp.where(atom_mask, 0.0, -1e10)
+            a = _categorical(k, logits, temperature, top_p)
+            return {**s, "A": s["A"].at[:, i].set(a), "lat_rows": s["lat_rows"].at[:, i].set(row),
+                    "lp_a": s["lp_a"] + row[rows, a],
+                    "stop": jnp.all(W_i == 0)}
+
+        def next_coord(d):
+            def fn(s):  # fed A_i / X_i / Y_i: draw coordinate d, project onto the Wyckoff position
+                x = _draw_coordinate(k, row, config.Kx, temperature, top_p)
+                point = s["XYZ"][:, i].at[:, d].set(x)
+                point = point.at[:, d + 1:].set(0.0)
+                op = first_op[G - 1, W_i]                                   # (B, 3, 4)
+                proj = jnp.einsum("bij,bj->bi", op, jnp.concatenate([point, jnp.ones((B, 1), dtype)], axis=1))
+                x = (proj - jnp.floor(proj))[:, d]
+                free = fc_mask[G - 1, W_i][:, d] & (W_i > 0)
+                lp = jnp.where(free, coord_logpdf(row, x, config.Kx), 0.0)
+                return {**s, "XYZ": s["XYZ"].at[:, i, d].set(x), "lp_xyz": s["lp_xyz"] + lp}
+            return fn
+
+        def next_wyckoff(s):  # fed Z_i: draw W_{i+1}; the last site is always padding
+            j = jnp.minimum(i + 1, n - 1)
+            logits = jnp.where((j == n - 1) & (letters > 0), -1e10, row[:, :config.wyck_types])
+            w = _categorical(k, logits, temperature, top_p)
+            valid = i + 1 < n
+            return {**s, "W": jnp.where(valid, s["W"].at[:, j].set(w), s["W"]),
+                    "lp_w": s["lp_w"] + jnp.where(valid, row[rows, w], 0.0)}
+
+        s = {**s, "cache": cache}
+        s = jax.lax.switch(kind, [next_atom, next_coord(0), next_coord(1), next_coord(2), next_wyckoff], s)
+        return {**s, "t": t + 1}
+
+    state = jax.lax.while_loop(lambda s: (s["t"] < T) & ~s["stop"], body, state)
+
+    W, A = state["W"], state["A"]
+    num_sites = jnp.sum(A != 0, axis=1)
+    lrow = state["lat_rows"][rows, num_sites]
+    Kl, a0 = config.Kl, config.atom_types
+    k_comp, k_norm = jax.random.split(jax.random.fold_in(key, T + 1))
+    comp = _categorical(k_comp, lrow[:, a0:a0 + Kl], temperature, top_p)
+    mu = lrow[:, a0 + Kl:a0 + 7 * Kl].reshape(B, Kl, 6)[rows, comp]
+    sigma = lrow[:, a0 + 7 * Kl:a0 + 13 * Kl].reshape(B, Kl, 6)[rows, comp]
+    L = mu + sigma * jnp.sqrt(temperature) * jax.random.normal(k_norm, (B, 6), dtype)
+    num_atoms = jnp.sum(multiplicities(G, W), axis=1)
+    L = lat.normalize(lat.symmetrize(G, lat.denormalize(L, num_atoms)), num_atoms)
+    XYZ = jnp.where((W > 0)[..., None], state["XYZ"], 0.0)
+    logp = {"w": state["lp_w"], "a": state["lp_a"], "xyz": state["lp_xyz"],
+            "l": lattice_logpdf(lrow, L, G, config)}
+    return W, A, XYZ, L, logp
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(config: ModelConfig, use_cache: bool, top_p: float):
+    return jax.jit(lambda params, key, G, temperature, atom_mask:
+                   _decode(config, params, key, G, temperature, top_p, atom_mask, use_cache))
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+def element_mask(config: ModelConfig, elements: Sequence[str] | None = None,
+                 exclude: Sequence[str] | None = None) -> np.ndarray:
+    """(atom_types,) bool: which elements may be drawn. Padding (index 0) is always allowed."""
+    allowed = np.ones(config.atom_types, bool)
+    if elements:
+        allowed[:] = False
+        for sym in elements:
+            allowed[_index(config, sym)] = True
+    for sym in exclude or ():
+        allowed[_index(config, sym)] = False
+    allowed[0] = True
+    if not allowed[1:].any():
+        raise InvalidInputError("the element allow/deny lists leave no element to sample")
+    return allowed
+
+
+def _index(config: ModelConfig, symbol: str) -> int:
+    z = atomic_number(symbol)
+    if z >= config.atom_types:
+        raise InvalidInputError(f"element {symbol} (Z={z}) is outside this model's {config.atom_types - 1} atom types")
+    return z
+
+
+def resolve_spacegroups(spacegroup, num: int, rng: np.random.Generator,
+                        distribution: dict[int, float] | None = None) -> np.ndarray:
+    """Space group per sample: an int, a list (cycled evenly), or "train" (drawn from ``distribution``)."""
+    if isinstance(spacegroup, str) and spacegroup.strip().lower() in ("train", "training", "training distribution"):
+        if not distribution:
+            raise InvalidInputError("this checkpoint records no training space-group distribution; choose space groups")
+        groups = np.array(sorted(distribution), int)
+        p = np.array([distribution[g] for g in groups], float)
+        return rng.choice(groups, size=num, p=p / p.sum())
+    if isinstance(spacegroup, str):
+        spacegroup = parse_spacegroups(spacegroup)
+    groups = np.atleast_1d(np.asarray(spacegroup))
+    if groups.size == 0:
+        raise InvalidInputError("no space group given")
+    checked = np.array([wyckoff.check_spacegroup(g) for g in groups.tolist()], int)
+    return np.resize(checked, num)
+
+
+def parse_spacegroups(text: str) -> list[int]:
+    """'225', '221,225', '1-230' -> list of space group numbers."""
+    out: list[int] = []
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise InvalidInputError(f"cannot read space group(s) {text!r}: use e.g. 225, 221,225 or 1-230") from None
+        out += [wyckoff.check_spacegroup(g) for g in range(first, last + 1)] if hi else [wyckoff.check_spacegroup(first)]
+    if not out:
+        raise InvalidInputError(f"no space group in {text!r}")
+    return out
+
+
+def chunk_size(config: ModelConfig, batch: int, budget: int = CACHE_BUDGET_BYTES) -> int:
+    """Largest chunk whose key/value cache fits ``budget`` bytes (float32)."""
+    per_row = 2 * config.num_layers * config.seq_len * config.num_heads * config.key_size * 4
+    return max(1, min(batch, budget // per_row))
+
+
+def sample_arrays(checkpoint: Checkpoint, G: np.ndarray, *, temperature: float = 1.0, top_p: float = 1.0,
+                  atom_mask: np.ndarray | None = None, seed: int = 0, use_cache: bool = True,
+                  batch_size: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Sample token arrays for the space groups ``G`` (B,). Returns numpy W, A, XYZ, L (normalised), logp parts.
+
+    Rows are drawn in chunks of equal size (padding the last), so each chunk size compiles once.
+    """
+    config = checkpoint.config
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise InvalidInputError(f"temperature must be a positive number, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise InvalidInputError(f"top_p must be in (0, 1], got {top_p}")
+    G = np.asarray(G, np.int32)
+    total = len(G)
+    size = batch_size or chunk_size(config, total)
+    mask = jnp.asarray(element_mask(config) if atom_mask is None else atom_mask)
+    fn = _compiled(config, use_cache, float(top_p))
+    key = jax.random.PRNGKey(seed)
+    out: dict[str, list] = {k: [] for k in ("W", "A", "XYZ", "L", "w", "a", "xyz", "l")}
+    for c, start in enumerate(range(0, total, size)):
+        g = G[start:start + size]
+        padded = np.concatenate([g, np.full(size - len(g), g[0], np.int32)])
+        W, A, XYZ, L, lp = fn(checkpoint.params, jax.random.fold_in(key, c), jnp.asarray(padded),
+                              jnp.asarray(temperature, jnp.result_type(float)), mask)
+        for name, value in (("W", W), ("A", A), ("XYZ", XYZ), ("L", L), *lp.items()):
+            out[name].append(np.asarray(value)[:len(g)])
+        if progress:
+            progress(min(start + size, total), total)
+    arrays = {k: np.concatenate(v) for k, v in out.items()}
+    arrays["G"] = G
+    return arrays
+
+
+def sample(checkpoint: Checkpoint, spacegroup: int | Sequence[int] | str = 225, num: int = 10, *,
+           temperature: float = 1.0, top_p: float = 1.0, elements: Sequence[str] | None = None,
+           exclude: Sequence[str] | None = None, seed: int = 0, use_cache: bool = True,
+           batch_size: int | None = None, progress: Callable[[int, int], None] | None = None) -> list[Sample]:
+    """Generate ``num`` crystals.
+
+    Args:
+        checkpoint: a loaded model (``core.checkpoint.load_checkpoint``).
+        spacegroup: 1..230, a list of them (cycled), a string like "221,225" or "1-230", or "train"
+            for the checkpoint's training distribution of space groups.
+        temperature: > 0; 1 samples the model's own distribution.
+        elements / exclude: element allow-list / deny-list (symbols).
+        seed: same seed, same crystals.
+    Returns a list of ``Sample`` (structure + token string + log-likelihood); one that cannot be
+    built carries an ``error`` instead of a structure.
+    """
+    num = int(num)
+    if num < 1:
+        raise InvalidInputError(f"number of samples must be at least 1, got {num}")
+    rng = np.random.default_rng(seed)
+    G = resolve_spacegroups(spacegroup, num, rng, checkpoint.meta.get("spacegroup_distribution"))
+    mask = element_mask(checkpoint.config, elements, exclude)
+    arrays = sample_arrays(checkpoint, G, temperature=temperature, top_p=top_p, atom_mask=mask, seed=seed,
+                           use_cache=use_cache, batch_size=batch_size, progress=progress)
+    return samples_from_arrays(arrays)
+
+
+def samples_from_arrays(arrays: dict) -> list[Sample]:
+    """Build ``Sample``s (tokens, Structure or error) from ``sample_arrays`` output."""
+    out = []
+    for b in range(len(arrays["G"])):
+        tokens = CrystalTokens.from_arrays(arrays["G"][b], arrays["L"][b], arrays["XYZ"][b], arrays["A"][b], arrays["W"][b])
+        parts = {k: float(arrays[k][b]) for k in ("w", "a", "xyz", "l")}
+        s = Sample(tokens, logp=sum(parts.values()), logp_parts=parts)
+        try:
+            s.structure = tokens.to_structure()
+        except InvalidInputError as exc:
+            s.error = str(exc)
+        except Exception as exc:  # one bad crystal never kills the batch
+            s.error = f"could not build structure: {type(exc).__name__}: {exc}"
+        out.append(s)
+    return out
