@@ -94,6 +94,12 @@ def mp_run_parameters(composition: Composition) -> dict[str, Any]:
     return {"run_type": "GGA", "is_hubbard": False, "hubbards": None}
 
 
+@functools.cache
+def _mp2020_guess_anions() -> frozenset[str]:
+    """Elements with an MP2020 anion correction that depends on their oxidation state (all but O and S)."""
+    return frozenset(k for k in mp2020().comp_correction if Element.is_valid_symbol(k)) - {"O", "S"}
+
+
 @functools.lru_cache(maxsize=8192)
 def _oxidation_states(reduced_formula: str) -> dict[str, float]:
     """First oxidation-state guess, as MP2020 computes it (the slow part of the correction; cached)."""
@@ -119,7 +125,11 @@ def mlip_entry(structure: Structure, energy_ev: float, *, corrected: bool, entry
     composition = structure.composition
     if not corrected:
         return ComputedStructureEntry(structure, float(energy_ev), entry_id=entry_id)
-    data: dict[str, Any] = {"oxidation_states": _oxidation_states(composition.reduced_formula)}
+    symbols = {el.symbol for el in composition.elements}
+    # MP2020 uses the oxidation-state guess only to decide whether these anions are anionic; the guess is
+    # slow, so compositions without them skip it (an empty guess changes nothing for them)
+    needs_guess = bool(symbols & _mp2020_guess_anions())
+    data: dict[str, Any] = {"oxidation_states": _oxidation_states(composition.reduced_formula) if needs_guess else {}}
     if Element("O") in composition:
         data["oxide_type"] = oxide_type(structure)
     if Element("S") in composition:
