@@ -13,14 +13,19 @@ from core import view as V
 from core.errors import InvalidInputError
 
 
+FCC = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+
+
 def nacl(a: float = 5.64) -> Structure:
-    return Structure.from_spacegroup(225, Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    """Conventional rock-salt cell: Na on fcc sites, Cl shifted by (½, 0, 0)."""
+    return Structure(Lattice.cubic(a), ["Na"] * 4 + ["Cl"] * 4, FCC + [[(x + 0.5) % 1, y, z] for x, y, z in FCC])
 
 
 def wurtzite_gan() -> Structure:
     """GaN, P6_3mc, a = 3.19 Å, c = 5.19 Å, u = 0.377 (Ga–N ≈ 1.95 Å)."""
-    return Structure.from_spacegroup(186, Lattice.hexagonal(3.19, 5.19), ["Ga", "N"],
-                                     [[1 / 3, 2 / 3, 0], [1 / 3, 2 / 3, 0.377]])
+    u = 0.377
+    return Structure(Lattice.hexagonal(3.19, 5.19), ["Ga", "Ga", "N", "N"],
+                     [[1 / 3, 2 / 3, 0], [2 / 3, 1 / 3, 0.5], [1 / 3, 2 / 3, u], [2 / 3, 1 / 3, 0.5 + u]])
 
 
 def triclinic() -> Structure:

@@ -1,0 +1,224 @@
+"""Shortlist: round trip, duplicates, notes/tags, concurrent writers (threads and processes), restarts, migrations."""
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Lattice, Structure
+
+from core import shortlist as S
+from core.errors import InvalidInputError
+from core.settings import REPO_ROOT
+
+CATIONS = ["Li", "Na", "K", "Rb", "Cs", "Mg", "Ca", "Sr", "Ba", "Ag"]
+ANIONS = ["F", "Cl", "Br", "I", "O", "S"]
+
+
+FCC = [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]
+
+
+def rocksalt(cation: str = "Na", anion: str = "Cl", a: float = 5.64) -> Structure:
+    """Conventional rock-salt cell (8 sites): cations on fcc sites, anions shifted by (½, 0, 0)."""
+    anion_sites = [[(x + 0.5) % 1, y, z] for x, y, z in FCC]
+    return Structure(Lattice.cubic(a), [cation] * 4 + [anion] * 4, FCC + anion_sites)
+
+
+def cscl() -> Structure:
+    return Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "shortlist.sqlite"
+
+
+def test_add_get_round_trip_keeps_structure_properties_notes_tags(db):
+    sl = S.Shortlist(db)
+    s = rocksalt()
+    props = {"e_above_hull": np.float32(0.025), "band_gap_ev": 5.1, "eps_elec": float("nan"),
+             "fom_ev": None, "struct_valid": np.bool_(True), "forces": np.zeros((2, 3))}
+    i = sl.add(s, properties=props, source="rl-fom", token_string="225-a-Na-...", notes="nice gap",
+               tags="salt, cubic ,, salt")
+    e = sl.get(i)
+    assert StructureMatcher().fit(e.structure, s)
+    assert np.allclose(e.structure.lattice.matrix, s.lattice.matrix)
+    assert (e.formula, e.spacegroup, e.spacegroup_symbol, e.nsites) == ("NaCl", 225, "Fm-3m", 8)
+    assert e.tags == ("salt", "cubic") and e.notes == "nice gap" and e.source == "rl-fom"
+    assert e.properties["e_above_hull"] == pytest.approx(0.025)
+    assert e.properties["struct_valid"] is True and np.isnan(e.properties["eps_elec"])
+    assert e.properties["fom_ev"] is None and e.properties["forces"] == [[0.0] * 3] * 2
+    assert e.name == f"{i:04d}_NaCl_sg225"
+
+
+def test_list_flattens_properties_and_keeps_base_columns(db):
+    sl = S.Shortlist(db)
+    assert list(sl.list().columns) == list(S._COLUMNS) and len(sl.list()) == 0
+    a = sl.add(rocksalt(), properties={"e_above_hull": 0.0, "formula": "NaCl", "model": {"mlip": "m3gnet"}})
+    b = sl.add(rocksalt("K", "Br", 6.6), properties={"e_above_hull": 0.3}, tags=["x"])
+    df = sl.list()
+    assert list(df["id"]) == [a, b] and list(df["formula"]) == ["NaCl", "KBr"]
+    assert list(df["e_above_hull"]) == [0.0, 0.3]
+    assert df.loc[0, "property.formula"] == "NaCl"          # a property named like a base column is kept aside
+    assert df.loc[0, "model.mlip"] == "m3gnet"
+    assert list(df["tags"]) == [[], ["x"]]
+    assert list(df["spacegroup"]) == [225, 225]
+
+
+def test_duplicates_are_reported_not_doubled(db):
+    sl = S.Shortlist(db)
+    first = sl.add(rocksalt(), source="base", token_string="T1")
+    # the same crystal, scaled and in its primitive cell, from another source
+    again = rocksalt(a=5.7).get_primitive_structure()
+    with pytest.raises(S.DuplicateEntryError, match="already on the shortlist as #") as err:
+        sl.add(again, source="rl-fom")
+    assert err.value.existing_id == first and isinstance(err.value, InvalidInputError)
+    with pytest.raises(S.DuplicateEntryError):           # same token string from the same source
+        sl.add(rocksalt("K", "Cl"), source="base", token_string="T1")
+    sl.add(rocksalt("K", "Cl"), source="rl-fom", token_string="T1")   # same string, other model: new
+    assert sl.find_duplicate(cscl()) is None and sl.find_duplicate(again) == first
+    sl.add(again, allow_duplicate=True)
+    assert len(sl) == 3
+
+
+def test_update_and_remove(db):
+    sl = S.Shortlist(db)
+    i = sl.add(rocksalt(), properties={"e_above_hull": 0.1}, tags=["a"])
+    sl.update(i, notes="check phonons", tags="b, c", properties={"feasibility": {"smact": True}})
+    e = sl.get(i)
+    assert e.notes == "check phonons" and e.tags == ("b", "c")
+    assert e.properties == {"e_above_hull": 0.1, "feasibility": {"smact": True}}
+    assert e.updated_at >= e.added_at
+    assert sl.remove(i) is True and sl.remove(i) is False and len(sl) == 0
+    with pytest.raises(InvalidInputError, match="no shortlist entry"):
+        sl.get(i)
+    with pytest.raises(InvalidInputError, match="no shortlist entry"):
+        sl.update(i, notes="x")
+
+
+def test_entries_by_ids_in_the_given_order(db):
+    sl = S.Shortlist(db)
+    ids = [sl.add(rocksalt(c, "F")) for c in CATIONS[:3]]
+    assert [e.id for e in sl.entries([ids[2], 999, ids[0]])] == [ids[2], ids[0]]
+    assert [e.id for e in sl.entries()] == ids
+
+
+def test_bad_input_is_refused_with_a_message(db):
+    sl = S.Shortlist(db)
+    with pytest.raises(InvalidInputError, match="pymatgen Structure"):
+        sl.add("NaCl")
+    with pytest.raises(InvalidInputError, match="finite"):
+        sl.add(Structure(Lattice(np.full((3, 3), np.nan)), ["Na"], [[0, 0, 0]]))
+    with pytest.raises(InvalidInputError, match="dict"):
+        sl.add(rocksalt(), properties=[1, 2])
+    assert len(sl) == 0
+
+
+def test_default_location_is_the_app_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CFRL_APP_DATA_DIR", str(tmp_path / "appdata"))
+    sl = S.Shortlist()
+    assert sl.path == tmp_path / "appdata" / S.DB_NAME and sl.path.exists()
+    with sqlite3.connect(sl.path) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# ------------------------------------------------------------------------------------------------ concurrency
+def test_threads_adding_at_once(db):
+    sl = S.Shortlist(db)                 # one object shared by all threads, as in a Streamlit server
+    outcomes: list[str] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def worker(k: int) -> None:
+        try:
+            barrier.wait()
+            for anion in ANIONS[:4]:
+                sl.add(rocksalt(CATIONS[k], anion), source=f"thread{k}")
+            try:
+                sl.add(cscl(), source=f"thread{k}")
+                outcomes.append("added")
+            except S.DuplicateEntryError:
+                outcomes.append("duplicate")
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(outcomes) == ["added"] + ["duplicate"] * 5
+    df = S.Shortlist(db).list()
+    assert len(df) == 6 * 4 + 1 and df["id"].is_unique
+
+
+def _process_worker(path: str, k: int, queue, barrier) -> None:
+    try:
+        barrier.wait(timeout=60)
+        sl = S.Shortlist(path)           # each process opens (and races to create) the database
+        for anion in ANIONS[:4]:
+            sl.add(rocksalt(CATIONS[k], anion), source=f"proc{k}")
+        try:
+            sl.add(cscl(), source=f"proc{k}")
+            queue.put("added")
+        except S.DuplicateEntryError:
+            queue.put("duplicate")
+    except BaseException as exc:
+        queue.put(f"error: {exc!r}")
+
+
+def test_processes_adding_at_once(db):
+    ctx = multiprocessing.get_context("fork")
+    queue, barrier = ctx.Queue(), ctx.Barrier(4)
+    procs = [ctx.Process(target=_process_worker, args=(str(db), k, queue, barrier)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    results = sorted(queue.get(timeout=5) for _ in procs)
+    assert results == ["added"] + ["duplicate"] * 3, results
+    df = S.Shortlist(db).list()
+    assert len(df) == 4 * 4 + 1
+    assert set(df["formula"]) >= {"CsCl", "LiF", "NaCl", "KBr", "RbI"}
+
+
+def test_survives_a_restart_in_a_new_process(db):
+    sl = S.Shortlist(db)
+    i = sl.add(rocksalt(), properties={"e_above_hull": 0.01}, notes="keep me", tags=["stable"])
+    script = textwrap.dedent(f"""
+        from core.shortlist import Shortlist
+        from pymatgen.core import Lattice, Structure
+        sl = Shortlist({str(db)!r})
+        e = sl.get({i})
+        print(e.formula, e.notes, ",".join(e.tags), e.properties["e_above_hull"], len(e.structure))
+        sl.add(Structure(Lattice.cubic(4.12), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]), source="child")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["NaCl", "keep", "me", "stable", "0.01", "8"]
+    assert list(sl.list()["formula"]) == ["NaCl", "CsCl"]
+
+
+# ------------------------------------------------------------------------------------------------ schema
+def test_migration_adds_a_column_and_keeps_entries(db, monkeypatch):
+    i = S.Shortlist(db).add(rocksalt(), properties={"e_above_hull": 0.0})
+    assert S.Shortlist(db).schema_version() == 1
+    later = S.MIGRATIONS + (("ALTER TABLE entries ADD COLUMN feasibility TEXT NOT NULL DEFAULT '{}'",),)
+    monkeypatch.setattr(S, "MIGRATIONS", later)
+    monkeypatch.setattr(S, "SCHEMA_VERSION", len(later))
+    sl = S.Shortlist(db)
+    assert sl.schema_version() == 2
+    assert sl.get(i).properties == {"e_above_hull": 0.0}
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT feasibility FROM entries WHERE id = ?", (i,)).fetchone() == ("{}",)
+    sl.add(cscl())                        # inserts still work with the new column's default
+    S.Shortlist(db)                       # reopening does not migrate twice
+    assert sl.schema_version() == 2 and len(sl) == 2
