@@ -22,9 +22,11 @@ an entries file
 ``"mp-api"``
     ``MPRester.get_entries_in_chemsys`` (GGA/GGA+U), needs ``MP_API_KEY``.
 
-Energy scales: a query and the reference must share one. The bundled reference and Kind A / mp-api
-with an MP-compatible MLIP compare *total* energies. Otherwise (Kind B, or a non-MP MLIP against
-DFT entries) both sides are turned into *formation* energies: the reference's own (from its lowest
+Energy scales: a query and the reference must share one. The bundled reference, and Kind A / mp-api
+with an MLIP on MP's scale (``mp_compatible``, or ``energy_scale == "mp2020"`` for models trained on
+already-corrected MP energies such as CHGNet, which get no second correction), compare *total*
+energies. Otherwise (Kind B, or a MatPES-scale MLIP against DFT entries) both sides are turned into
+*formation* energies: the reference's own (from its lowest
 elemental entries) and the query's relative to the MLIP's bundled elemental phases. That cancels the
 MLIP's elemental offsets; what remains is the MLIP's formation-energy error.
 
@@ -345,11 +347,18 @@ class BundledReference(HullReference):
         return entries
 
 
+def on_mp2020_scale(mlip: MLIP) -> bool:
+    """Whether the MLIP's energies, after ``mlip_entry``, are on MP's MP2020-corrected scale: raw MP
+    energies that get the corrections (``mp_compatible``) or energies trained on already-corrected
+    MP data (``energy_scale == "mp2020"``, e.g. CHGNet)."""
+    return bool(mlip.mp_compatible) or getattr(mlip, "energy_scale", None) == "mp2020"
+
+
 class DFTEntriesReference(HullReference):
     """Reference phases with DFT energies (MP2020-corrected total energies: Kind A files, mp-api)."""
 
     def _total_scale(self, mlip: MLIP) -> bool:
-        return bool(mlip.mp_compatible)
+        return on_mp2020_scale(mlip)
 
     def _dft_entries(self, elements: frozenset[str]) -> list[Any]:
         raise NotImplementedError
@@ -372,7 +381,7 @@ class EntriesFileReference(DFTEntriesReference):
         return self._elements
 
     def _total_scale(self, mlip: MLIP) -> bool:
-        return self.file.kind == "total" and bool(mlip.mp_compatible)
+        return self.file.kind == "total" and on_mp2020_scale(mlip)
 
     def _dft_entries(self, elements: frozenset[str]) -> list[Any]:
         return [e for e in self.file.entries if {el.symbol for el in e.composition.elements} <= elements]

@@ -1,0 +1,314 @@
+"""Score generated structures: one table row per structure, in input order.
+
+``score`` returns a pandas DataFrame; ``score_iter`` yields ``(index, row)`` as rows finish so the app
+can fill a table live. Per chunk of ``batch_size`` structures the pipeline
+
+1. checks each structure (finite cell, not empty, not huge, no overlapping atoms, ordered) and
+   computes its formula, space group (spglib, symprec 0.1 Å), structure and composition validity;
+2. computes MLIP energies in one batched call;
+3. optionally relaxes each structure (ASE FIRE + FrechetCellFilter, fmax 0.1 eV/Å, ≤ 500 steps) and
+   records whether the relaxed structure still matches the generated one and the RMS displacement;
+4. places every energy on the reference convex hull (grouped by chemical system);
+5. predicts band gap and ε_elec in batched calls and forms FoM = ε_elec × E_g;
+6. marks uniqueness (vs earlier structures of this call) and novelty (vs ``training_set``).
+
+A structure that fails a step keeps an ``error`` message in its row and the others go on. With
+``relax=True`` rows finish one at a time (relaxation dominates), otherwise per chunk.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Structure
+
+from core.errors import ScoringError
+from core.scoring.fom import figure_of_merit
+from core.scoring.hull import HullReference, load_hull_reference
+from core.scoring.metrics import (
+    MIN_DISTANCE_A,
+    MIN_VOLUME_A3,
+    NoveltyChecker,
+    UniquenessTracker,
+    composition_validity,
+    min_interatomic_distance,
+    relaxation_match,
+    structure_validity,
+)
+from core.scoring.mlip import DEFAULT_MLIP
+
+if TYPE_CHECKING:
+    from core.scoring.mlip import MLIP
+
+COLUMNS = (
+    "formula", "spacegroup", "nsites", "energy_ev", "energy_per_atom", "e_form_per_atom", "e_above_hull",
+    "hull_reference", "hull_elements_only", "band_gap_ev", "eps_elec", "fom_ev", "struct_valid", "comp_valid",
+    "relaxed", "relax_steps", "relax_converged", "match_relaxed", "rmsd_relaxed", "novel", "unique", "error",
+)
+TEXT_COLUMNS = ("formula", "hull_reference", "error")
+MAX_SITES = 500                  # atoms per cell
+MAX_VOLUME_PER_ATOM_A3 = 1000.0  # Å^3/atom; condensed matter is 5-100
+SYMPREC_A = 0.1                  # Å, space-group tolerance
+
+
+def input_problem(structure: Any) -> str | None:
+    """Why ``structure`` cannot be scored by any model (a one-line message), or None when it can.
+
+    A cheap screen before every model; model-specific refusals (uncovered element, isolated atom
+    within a model's cutoff) come from the models themselves.
+    """
+    if not isinstance(structure, Structure):
+        return f"not a pymatgen Structure ({type(structure).__name__})"
+    if len(structure) == 0:
+        return "empty structure (no sites)"
+    if not structure.is_ordered:
+        return "disordered structure (partial occupancies are not supported)"
+    if not np.all(np.isfinite(structure.lattice.matrix)):
+        return "non-finite lattice (NaN or inf in the cell)"
+    if not np.all(np.isfinite(structure.frac_coords)):
+        return "non-finite atomic coordinates"
+    volume = float(structure.volume)
+    if not volume >= MIN_VOLUME_A3:
+        return f"degenerate cell (volume {volume:.3g} Å^3)"
+    if len(structure) > MAX_SITES:
+        return f"too many sites ({len(structure)} > {MAX_SITES})"
+    if volume / len(structure) > MAX_VOLUME_PER_ATOM_A3:
+        return f"huge cell ({volume / len(structure):.3g} Å^3/atom > {MAX_VOLUME_PER_ATOM_A3:g})"
+    distance = min_interatomic_distance(structure)
+    if not distance >= MIN_DISTANCE_A:
+        return f"overlapping atoms (shortest distance {distance:.3g} Å < {MIN_DISTANCE_A} Å)"
+    return None
+
+
+def _space_group_number(structure: Structure) -> int | None:
+    import spglib
+
+    try:
+        dataset = spglib.get_symmetry_dataset(
+            (structure.lattice.matrix, structure.frac_coords, structure.atomic_numbers), symprec=SYMPREC_A)
+    except Exception:  # noqa: BLE001 - spglib failures only cost the column
+        return None
+    return int(dataset.number) if dataset is not None else None
+
+
+def _message(stage: str, exc: BaseException) -> str:
+    return f"{stage}: {exc}" if str(exc) else f"{stage}: {type(exc).__name__}"
+
+
+class _Row:
+    """One structure on its way through the pipeline."""
+
+    def __init__(self, item: Any) -> None:
+        self.values: dict[str, Any] = dict.fromkeys(COLUMNS)
+        self.values["relaxed"] = False
+        self.errors: list[str] = []
+        self.input: Structure | None = item if isinstance(item, Structure) else None
+        self.structure: Structure | None = None  # what the models see (relaxed if relaxed); None = skip
+        if isinstance(item, BaseException):
+            self.errors.append(str(item) or type(item).__name__)
+            return
+        problem = input_problem(item)
+        if self.input is not None:
+            composition = self.input.composition
+            self.values["formula"] = composition.reduced_formula
+            self.values["nsites"] = len(self.input)
+            self.values["comp_valid"] = composition_validity(composition)
+            if 0 < len(self.input) <= MAX_SITES:
+                self.values["struct_valid"] = structure_validity(self.input)
+        if problem is not None:
+            self.errors.append(problem)
+            return
+        self.values["spacegroup"] = _space_group_number(item)
+        self.structure = item
+
+    @property
+    def alive(self) -> bool:
+        return self.structure is not None
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        self.errors.append(_message(stage, exc))
+        self.structure = None
+
+    def finish(self) -> dict[str, Any]:
+        self.values["error"] = "; ".join(self.errors) if self.errors else None
+        return dict(self.values)
+
+
+def load_property_models(device: str | None = None) -> tuple[Any, Any]:
+    """The band-gap model (MEGNet, PBE fidelity) and the dielectric model, loaded once per process."""
+    from core.scoring.bandgap import load_bandgap_model
+    from core.scoring.dielectric import load_dielectric_model
+
+    return load_bandgap_model(device=device), load_dielectric_model(device=device)
+
+
+class _Scorer:
+    """Models and reference sets loaded once for a scoring run."""
+
+    def __init__(self, mlip: str | MLIP, relax: bool, hull: str | HullReference | None, properties: bool,
+                 device: str | None, training_set: Sequence[Structure] | NoveltyChecker | None) -> None:
+        from core.scoring.mlip import load_mlip
+
+        self.mlip = load_mlip(mlip, device=device) if isinstance(mlip, str) else mlip
+        self.relax = relax
+        if hull is None or (isinstance(hull, str) and hull.lower() == "none"):
+            self.hull: HullReference | None = None
+        else:
+            self.hull = hull if isinstance(hull, HullReference) else load_hull_reference(hull, self.mlip)
+        self.gap_model, self.eps_model = load_property_models(device) if properties else (None, None)
+        self.novelty = None
+        if training_set is not None:
+            self.novelty = training_set if isinstance(training_set, NoveltyChecker) else NoveltyChecker(training_set)
+        self.uniqueness = UniquenessTracker()
+
+    @staticmethod
+    def _batched(rows: list[_Row], stage: str, predict: Callable[[list[Structure]], list[Any]]) -> list[tuple[_Row, Any]]:
+        """Run ``predict`` on the live rows; failing rows get the error and drop out."""
+        alive = [row for row in rows if row.alive]
+        if not alive:
+            return []
+        try:
+            results = list(predict([row.structure for row in alive]))
+            if len(results) != len(alive):
+                raise ScoringError(f"{stage} returned {len(results)} results for {len(alive)} structures")
+        except Exception:  # noqa: BLE001 - retry one at a time so one structure cannot fail the batch
+            results = []
+            for row in alive:
+                try:
+                    results.extend(predict([row.structure]))
+                except Exception as exc:  # noqa: BLE001
+                    results.append(exc)
+        out = []
+        for row, result in zip(alive, results):
+            if isinstance(result, BaseException):
+                row.fail(stage, result)
+            else:
+                out.append((row, result))
+        return out
+
+    def _properties(self, rows: list[_Row]) -> None:
+        """Band gap, ε_elec, FoM; a failure here leaves energy and hull in place."""
+        structures = [(row, row.structure) for row in rows if row.alive]
+        for column, model in (("band_gap_ev", self.gap_model), ("eps_elec", self.eps_model)):
+            if model is None or not structures:
+                continue
+            try:
+                values = list(model.predict([s for _, s in structures]))
+            except Exception as exc:  # noqa: BLE001
+                values = [exc] * len(structures)
+            for (row, _), value in zip(structures, values):
+                if isinstance(value, BaseException):
+                    row.errors.append(_message(column.replace("_ev", "").replace("_", " "), value))
+                elif value is not None and math.isfinite(float(value)):
+                    row.values[column] = float(value)
+        for row, _ in structures:
+            fom = figure_of_merit(row.values["eps_elec"], row.values["band_gap_ev"])
+            row.values["fom_ev"] = fom if math.isfinite(fom) else None
+
+    def score_chunk(self, items: Sequence[Any]) -> list[dict[str, Any]]:
+        rows = [_Row(item) for item in items]
+        # 1. static energies (also screens out structures a model cannot handle before relaxing them)
+        for row, result in self._batched(rows, "energy", self.mlip.predict):
+            row.values["energy_ev"] = float(result.energy_ev)
+            row.values["energy_per_atom"] = float(result.energy_per_atom)
+        # 2. relaxation
+        if self.relax:
+            from core.scoring.relax import relax
+
+            for row in rows:
+                if not row.alive:
+                    continue
+                try:
+                    result = relax(row.structure, self.mlip)
+                except Exception as exc:  # noqa: BLE001
+                    row.fail("relax", exc)
+                    continue
+                matched, rmsd = relaxation_match(row.structure, result.structure)
+                row.values.update(relaxed=True, relax_steps=int(result.steps), relax_converged=bool(result.converged),
+                                  match_relaxed=matched, rmsd_relaxed=rmsd, energy_ev=float(result.energy_ev),
+                                  energy_per_atom=float(result.energy_per_atom))
+                row.structure = result.structure
+        # 3. convex hull
+        alive = [row for row in rows if row.alive]
+        if self.hull is not None and alive:
+            results = self.hull.e_above_hull_many([r.structure for r in alive], [r.values["energy_ev"] for r in alive], self.mlip)
+            for row, result in zip(alive, results):
+                if isinstance(result, BaseException):
+                    row.errors.append(_message("hull", result))
+                else:
+                    row.values.update(e_above_hull=result.e_above_hull, e_form_per_atom=result.e_form_per_atom,
+                                      hull_reference=result.reference, hull_elements_only=result.elements_only)
+        # 4. properties on the final structures
+        self._properties(rows)
+        # 5. uniqueness / novelty of the final structures
+        for row in rows:
+            final = row.structure if row.alive else (row.input if row.values["struct_valid"] is True else None)
+            if final is None:
+                continue
+            row.values["unique"] = self.uniqueness.check_and_add(final)
+            if self.novelty is not None:
+                row.values["novel"] = self.novelty.is_novel(final)
+        return [row.finish() for row in rows]
+
+
+def score_iter(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_MLIP, relax: bool = False,
+               hull: str | HullReference | None = "bundled", properties: bool = True, device: str | None = None,
+               training_set: Sequence[Structure] | NoveltyChecker | None = None,
+               progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
+               batch_size: int = 32) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(index, row)`` for each structure as its chunk finishes (see ``score`` for arguments).
+
+    Models load when iteration starts. ``should_stop()`` is checked before each chunk; when it
+    returns True the iteration ends after the rows already yielded.
+    """
+    structures = list(structures)
+    total = len(structures)
+    scorer = _Scorer(mlip, relax, hull, properties, device, training_set)
+    chunk = 1 if relax else max(1, int(batch_size))
+    done = 0
+    for start in range(0, total, chunk):
+        if should_stop is not None and should_stop():
+            return
+        rows = scorer.score_chunk(structures[start:start + chunk])
+        for offset, row in enumerate(rows):
+            yield start + offset, row
+        done += len(rows)
+        if progress is not None:
+            progress(done, total)
+
+
+def score(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_MLIP, relax: bool = False,
+          hull: str | HullReference | None = "bundled", properties: bool = True, device: str | None = None,
+          training_set: Sequence[Structure] | NoveltyChecker | None = None,
+          progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
+          batch_size: int = 32) -> pd.DataFrame:
+    """Score structures into a table, one row per input structure in input order.
+
+    Args:
+        structures: pymatgen Structures (an Exception in a slot, e.g. from a file reader, becomes an error row).
+        mlip: registry name (``core.scoring.mlip.MLIP_NAMES``) or a loaded MLIP.
+        relax: relax each structure with the MLIP before the hull and properties.
+        hull: "bundled", "mp-api", a path to an entries file, a HullReference, or None / "none" to skip.
+        properties: predict band gap (eV), ε_elec and FoM (eV).
+        device: torch device for every model ("cpu", "cuda"); None picks automatically.
+        training_set: structures (or a prepared NoveltyChecker) to judge novelty against; None leaves ``novel`` empty.
+        progress: called as ``progress(done, total)`` after each chunk.
+        should_stop: polled before each chunk; True ends scoring and returns the rows done so far.
+        batch_size: structures per batched model call.
+
+    Returns:
+        DataFrame with the columns of ``COLUMNS`` (units in the names), indexed by input position;
+        ``df.attrs["stopped"]`` is True when ``should_stop`` ended the run early.
+    """
+    structures = list(structures)
+    rows = dict(score_iter(structures, mlip=mlip, relax=relax, hull=hull, properties=properties, device=device,
+                           training_set=training_set, progress=progress, should_stop=should_stop, batch_size=batch_size))
+    index = sorted(rows)
+    frame = pd.DataFrame([rows[i] for i in index], index=index, columns=list(COLUMNS))
+    for column in TEXT_COLUMNS:  # keep None (not NaN) for "no value", whatever pandas' string dtype does
+        frame[column] = pd.Series([rows[i][column] for i in index], index=index, dtype=object)
+    frame.attrs["stopped"] = len(rows) < len(structures)
+    return frame

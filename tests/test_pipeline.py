@@ -1,0 +1,169 @@
+"""Scoring pipeline: one row per structure in order, errors confined to bad rows, stop and progress.
+
+Most tests use exact test doubles (``scoring_doubles``); the last ones run the real default models.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from core.errors import ScoringError
+from core.scoring import hull, pipeline
+from core.scoring.pipeline import COLUMNS, input_problem, score, score_iter
+from scoring_doubles import FakeMLIP, FakePropertyModel, fake_relax
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# elemental energies (eV/atom): any numbers work, these are MP's PBE values for realism
+MU = {"Na": -1.31, "Cl": -1.84, "K": -1.11, "Br": -1.63, "Li": -1.91, "F": -1.91, "Mg": -1.60, "O": -4.95,
+      "Cs": -0.90, "Ca": -2.01}
+
+
+def rocksalt(a=5.69, species=("Na", "Cl"), shift=0.0) -> Structure:
+    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]])
+    s.properties["shift"] = shift
+    return s
+
+
+def missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def gap_of(s: Structure) -> float:
+    return 0.5 * len(s)            # eV
+
+
+def eps_of(s: Structure) -> float:
+    return 2.0 + 0.1 * len(s)
+
+
+@pytest.fixture
+def fakes(monkeypatch, tmp_path):
+    monkeypatch.setenv("CFRL_CACHE_DIR", str(tmp_path / "cache"))
+    hull._STORES.clear()
+    hull._REFERENCES.clear()
+    models = {"gap": FakePropertyModel(gap_of, bad="K"), "eps": FakePropertyModel(eps_of)}
+    monkeypatch.setattr(pipeline, "load_property_models", lambda device=None: (models["gap"], models["eps"]))
+    yield FakeMLIP(dict(MU))
+    hull._STORES.clear()
+    hull._REFERENCES.clear()
+
+
+def bad_batch() -> tuple[list, dict[int, str]]:
+    """Good structures with each kind of bad structure between them; index -> expected error keyword."""
+    nan_lattice = Structure(Lattice(np.full((3, 3), np.nan)), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    overlapping = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
+    uncovered = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.47), ["U", "O"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    isolated = Structure(Lattice.cubic(12.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    huge = Structure(Lattice.cubic(1.0e4), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    items = [rocksalt(), nan_lattice, overlapping, rocksalt(6.6, ("K", "Br")), uncovered, isolated, huge, None,
+             rocksalt(4.03, ("Li", "F"))]
+    expected = {1: "non-finite lattice", 2: "overlapping atoms", 4: "U", 5: "isolated atom", 6: "huge cell",
+                7: "not a pymatgen Structure"}
+    return items, expected
+
+
+# ---------------------------------------------------------------- with test doubles
+
+
+def test_rows_in_input_order_with_every_column(fakes):
+    structures = [rocksalt(), rocksalt(5.0, ("Mg", "O")), rocksalt(4.03, ("Li", "F"))]
+    df = score(structures, mlip=fakes, hull=None)
+    assert tuple(df.columns) == COLUMNS and list(df.index) == [0, 1, 2]
+    assert list(df["formula"]) == ["NaCl", "MgO", "LiF"]
+    assert list(df["spacegroup"]) == [225, 225, 225] and list(df["nsites"]) == [8, 8, 8]
+    for s, (_, row) in zip(structures, df.iterrows()):
+        exact = sum(MU[el.symbol] * n for el, n in s.composition.items())
+        assert row["energy_ev"] == pytest.approx(exact) and row["energy_per_atom"] == pytest.approx(exact / 8)
+        assert row["band_gap_ev"] == pytest.approx(4.0) and row["eps_elec"] == pytest.approx(2.8)
+        assert row["fom_ev"] == pytest.approx(4.0 * 2.8)
+        assert row["struct_valid"] and row["comp_valid"] and row["unique"]
+        assert row["error"] is None and not row["relaxed"]
+        assert missing(row["e_above_hull"])
+
+
+def test_each_bad_structure_fails_only_its_row(fakes):
+    items, expected = bad_batch()
+    df = score(items, mlip=fakes, hull=None, batch_size=4)
+    assert len(df) == len(items)
+    for i, row in df.iterrows():
+        if i in expected:
+            assert row["error"] and expected[i] in row["error"], (i, row["error"])
+            assert missing(row["energy_ev"])
+        elif items[i].composition.reduced_formula == "KBr":
+            # the fake band-gap model rejects K: energy stays, the gap error is reported, no FoM
+            assert "band gap" in row["error"] and np.isfinite(row["energy_ev"]) and missing(row["fom_ev"])
+        else:
+            assert row["error"] is None and np.isfinite(row["energy_ev"]) and np.isfinite(row["fom_ev"])
+    assert df.loc[2, "struct_valid"] == False  # noqa: E712 - overlapping atoms
+    assert df.loc[1, "formula"] == "NaCl"      # what can be said about a broken row is still said
+
+
+def test_input_problem_messages():
+    items, expected = bad_batch()
+    for i, item in enumerate(items):
+        problem = input_problem(item)
+        if i in (1, 2, 6, 7):
+            assert expected[i] in problem
+        else:
+            assert problem is None  # uncovered elements and isolated atoms are the model's call
+    assert "too many sites" in input_problem(Structure(Lattice.cubic(60), ["Na"] * 501, np.random.default_rng(0).random((501, 3))))
+
+
+def test_should_stop_returns_rows_done_and_progress_counts(fakes):
+    structures = [rocksalt(5.6 + 0.01 * i) for i in range(5)]
+    calls = []
+    seen = []
+    df = score(structures, mlip=fakes, hull=None, batch_size=2, progress=lambda d, t: calls.append((d, t)),
+               should_stop=lambda: len(calls) >= 1)
+    assert list(df.index) == [0, 1] and df.attrs["stopped"]
+    assert calls == [(2, 5)]
+    full = score(structures, mlip=fakes, hull=None, batch_size=2, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(2, 5), (4, 5), (5, 5)] and not full.attrs["stopped"]
+
+
+def test_score_iter_yields_index_and_row(fakes):
+    structures = [rocksalt(), rocksalt(6.6, ("K", "Br")), rocksalt(4.03, ("Li", "F"))]
+    out = list(score_iter(structures, mlip=fakes, hull=None, properties=False, batch_size=2))
+    assert [i for i, _ in out] == [0, 1, 2]
+    assert [row["formula"] for _, row in out] == ["NaCl", "KBr", "LiF"]
+    assert all(missing(row["band_gap_ev"]) and row["error"] is None for _, row in out)
+
+
+def test_uniqueness_and_novelty(fakes):
+    nacl = rocksalt()
+    supercell = nacl.copy()
+    supercell.make_supercell([2, 1, 1])
+    kbr = rocksalt(6.6, ("K", "Br"))
+    df = score([nacl, supercell, kbr], mlip=fakes, hull=None, properties=False, training_set=[rocksalt(6.5, ("K", "Br"))])
+    assert list(df["unique"]) == [True, False, True]
+    assert list(df["novel"]) == [True, True, False]
+
+
+def test_relaxation_columns(fakes, monkeypatch):
+    relax_module = pytest.importorskip("core.scoring.relax")
+    monkeypatch.setattr(relax_module, "relax", fake_relax)
+    df = score([rocksalt(), rocksalt(5.0, ("Mg", "O"))], mlip=fakes, relax=True, hull=None, properties=False)
+    assert list(df["relaxed"]) == [True, True] and list(df["relax_steps"]) == [0, 0]
+    assert all(df["relax_converged"]) and all(df["match_relaxed"])
+    assert df["rmsd_relaxed"].max() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_bundled_hull_through_the_pipeline(fakes):
+    """With linear fake energies every reference compound has zero formation energy, so the query's
+    E_hull is exactly its per-atom shift; a chemical system without reference compounds is flagged."""
+    pytest.importorskip("core.scoring.relax")
+    structures = [rocksalt(shift=-0.02), rocksalt(5.0, ("Mg", "O"), shift=0.07), rocksalt(shift=0.2),
+                  rocksalt(6.0, ("Na", "K"), shift=0.05)]
+    df = score(structures, mlip=fakes, hull="bundled", properties=False)
+    assert list(df["e_above_hull"]) == pytest.approx([-0.02, 0.07, 0.2, 0.05], abs=1e-9)
+    assert list(df["e_form_per_atom"]) == pytest.approx([-0.02, 0.07, 0.2, 0.05], abs=1e-9)
+    assert set(df["hull_reference"]) == {"bundled-v1/fake"}
+    assert list(df["hull_elements_only"]) == [False, False, False, True]   # matbench has no Na-K compound
+
+
+# ---------------------------------------------------------------- real default models (end to end)
