@@ -1,0 +1,408 @@
+"""Structures in and out of files: CIF, POSCAR, CIF zips, property CSVs, and reading user uploads.
+
+Writing: ``cif`` (symmetrised with pymatgen's CifWriter where that round-trips, else P1), ``poscar``,
+``cif_zip`` (one CIF per structure, for shortlist entries, samples or bare structures) and
+``properties_csv``.
+
+Reading: ``read_structures(data, filename)`` accepts CIF (several data blocks allowed), POSCAR/CONTCAR/
+``*.vasp``, extended XYZ (several frames allowed), pymatgen JSON (one structure, a list, or an entry dict
+holding one) and zip archives of those. It never raises for a bad file: it returns the structures it could
+read and one clear ``"<file>: <problem>"`` string per problem (empty, binary, too large, unparseable, no
+periodic cell, unknown element, non-finite lattice, non-positive volume, overlapping atoms, too many sites).
+Each structure read carries ``structure.properties["filename"]`` and ``["label"]`` (the file name, with
+``#k`` appended when the file held several structures).
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import warnings
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import DummySpecies, Structure
+from pymatgen.io.cif import CifParser, CifWriter
+from pymatgen.io.vasp import Poscar
+
+from core.errors import InvalidInputError
+
+#: Largest upload read (bytes); bigger files are refused with a message.
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+#: Most sites a read structure may have (the app scores and draws each one).
+MAX_SITES = 1000
+#: Closest two atoms may be (Å); closer means a broken file (duplicated or overlapping sites).
+MIN_DISTANCE = 0.5
+#: Most members read from one zip archive.
+MAX_ZIP_MEMBERS = 500
+#: Symmetry tolerance (Å) for symmetrised CIFs; small so a relaxed crystal is not idealised beyond recognition.
+CIF_SYMPREC = 0.01
+
+FORMATS = ("cif", "poscar", "extxyz", "json", "zip")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Checks
+# ------------------------------------------------------------------------------------------------------
+def check_structure(structure: Structure, max_sites: int = MAX_SITES) -> str | None:
+    """What is wrong with ``structure`` for this app, or None if it is usable.
+
+    Checks: at least one site, at most ``max_sites``; a finite lattice with a positive volume (Å^3);
+    finite coordinates; real elements only; no two atoms closer than ``MIN_DISTANCE`` Å.
+    """
+    if not isinstance(structure, Structure):
+        return f"not a pymatgen Structure ({type(structure).__name__})"
+    if len(structure) == 0:
+        return "no atoms"
+    if len(structure) > max_sites:
+        return f"{len(structure)} sites, more than the {max_sites} this app handles"
+    matrix = structure.lattice.matrix
+    if not np.isfinite(matrix).all():
+        return "lattice is not finite (NaN or infinite values)"
+    volume = float(np.linalg.det(matrix))
+    if not abs(volume) > 1e-3:
+        return f"cell volume {abs(volume):.3g} Å^3 is not positive (degenerate lattice)"
+    if not np.isfinite(structure.frac_coords).all():
+        return "atomic coordinates are not finite"
+    dummies = sorted({str(sp) for sp in structure.composition if isinstance(sp, DummySpecies)})
+    if dummies:
+        return f"unknown element symbol(s) {', '.join(dummies)}"
+    dist = structure.get_neighbor_list(r=MIN_DISTANCE)[3]   # includes an atom's own periodic images
+    if len(dist):
+        return (f"atoms {float(dist.min()):.2f} Å apart (closer than {MIN_DISTANCE} Å: overlapping or "
+                "duplicated sites)")
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------
+# Writing
+# ------------------------------------------------------------------------------------------------------
+def _structure_of(item: Any) -> Structure | None:
+    if isinstance(item, Structure):
+        return item
+    if isinstance(item, Mapping):
+        item = item.get("structure")
+        return item if isinstance(item, Structure) else None
+    found = getattr(item, "structure", None)
+    return found if isinstance(found, Structure) else None
+
+
+def cif(structure: Structure, symprec: float | None = CIF_SYMPREC) -> str:
+    """CIF text. With ``symprec`` (Å) the symmetrised conventional cell with its space group is written,
+    provided it reads back as the same crystal (pymatgen StructureMatcher); otherwise the cell in P1."""
+    if not isinstance(structure, Structure):
+        raise InvalidInputError(f"cif() needs a pymatgen Structure, got {type(structure).__name__}")
+    if symprec:
+        try:
+            text = str(CifWriter(structure, symprec=symprec))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                back = CifParser.from_str(text).parse_structures(primitive=False, on_error="raise")
+            if len(back) == 1 and StructureMatcher().fit(back[0], structure):
+                return text
+        except Exception:  # symmetry search or symmetrised writing failed: fall back to P1
+            pass
+    return str(CifWriter(structure))
+
+
+def poscar(structure: Structure) -> str:
+    """VASP POSCAR text (species grouped, comment line = formula)."""
+    if not isinstance(structure, Structure):
+        raise InvalidInputError(f"poscar() needs a pymatgen Structure, got {type(structure).__name__}")
+    if not structure.is_ordered:
+        raise InvalidInputError("a POSCAR cannot hold partial occupancies; export this structure as CIF")
+    ordered = structure.get_sorted_structure()
+    return Poscar(ordered, comment=ordered.composition.reduced_formula).get_str()
+
+
+def _safe_name(name: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._") or "structure"
+    return name[:100]
+
+
+def _default_name(item: Any, index: int, structure: Structure) -> str:
+    name = getattr(item, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    label = structure.properties.get("label") if isinstance(structure.properties, dict) else None
+    if label:   # an uploaded file's name: drop the extension ("upload.cif#2" -> "upload#2")
+        label = re.sub(r"\.(cif|mcif|vasp|poscar|json|xyz|extxyz)(?=#|$)", "", label, flags=re.I)
+    return f"{index + 1:03d}_{label or structure.composition.reduced_formula}"
+
+
+def cif_zip(items: Iterable[Any], names: Sequence[str] | None = None,
+            symprec: float | None = CIF_SYMPREC) -> bytes:
+    """A zip archive with one CIF per structure (see ``cif``).
+
+    ``items`` may hold Structures, shortlist entries, samples, or dicts with a "structure" key. File names
+    come from ``names``, else the item's ``name`` (``0007_NaCl_sg225``), else ``<n>_<formula>``; they are
+    made file-system safe and unique. Items without a usable structure are listed in ``errors.txt``
+    inside the archive instead of stopping the export.
+    """
+    items = list(items)
+    if names is not None and len(names) != len(items):
+        raise InvalidInputError(f"{len(names)} names for {len(items)} structures")
+    buffer = io.BytesIO()
+    used: set[str] = set()
+    problems: list[str] = []
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for k, item in enumerate(items):
+            structure = _structure_of(item)
+            label = names[k] if names is not None else None
+            if structure is None:
+                why = getattr(item, "error", None) or "no structure"
+                problems.append(f"item {k + 1}{f' ({label})' if label else ''}: {why}")
+                continue
+            base = _safe_name(label or _default_name(item, k, structure))
+            name, n = f"{base}.cif", 1
+            while name in used:
+                n += 1
+                name = f"{base}_{n}.cif"
+            used.add(name)
+            try:
+                archive.writestr(name, cif(structure, symprec=symprec))
+            except Exception as exc:
+                problems.append(f"item {k + 1} ({base}): could not write CIF: {exc}")
+        if problems:
+            archive.writestr("errors.txt", "\n".join(problems) + "\n")
+    return buffer.getvalue()
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, (list, tuple, set)) and all(not isinstance(v, (dict, list)) for v in value):
+        return "; ".join(str(v) for v in value)
+    if isinstance(value, (dict, list, tuple, set)):
+        return json.dumps(value, default=str)
+    return value
+
+
+def properties_csv(df: pd.DataFrame) -> bytes:
+    """UTF-8 CSV of a property table (e.g. ``Shortlist.list()`` or scoring results), without the index.
+
+    Columns holding structures or other objects are dropped; lists (tags) become ``"a; b"``, dicts JSON.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise InvalidInputError(f"properties_csv() needs a pandas DataFrame, got {type(df).__name__}")
+    out = df.copy()
+    for col in list(out.columns):
+        values = out[col]
+        if values.dtype == object:
+            if values.map(lambda v: isinstance(v, Structure) or hasattr(v, "as_dict")).any():
+                out = out.drop(columns=col)
+            else:
+                out[col] = values.map(_csv_cell)
+    return out.to_csv(index=False).encode("utf-8")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Reading uploads
+# ------------------------------------------------------------------------------------------------------
+def _is_binary(data: bytes) -> bool:
+    head = data[:8192]
+    if b"\x00" in head:
+        return True
+    try:
+        head.decode("utf-8")
+        return False
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(head) - 4:   # a multi-byte character cut at the end of the sample
+            return False
+    text_like = sum(b >= 32 or b in (9, 10, 13) for b in head)
+    return text_like / max(len(head), 1) < 0.95
+
+
+def detect_format(filename: str, text: str | None = None) -> str | None:
+    """"cif" | "poscar" | "extxyz" | "json" | "zip" from the file name, else from the content; None if unknown."""
+    name = filename.lower().rsplit("/", 1)[-1]
+    if name.endswith((".cif", ".mcif")):
+        return "cif"
+    if name.endswith(".json"):
+        return "json"
+    if name.endswith((".xyz", ".extxyz")):
+        return "extxyz"
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith((".vasp", ".poscar")) or "poscar" in name or "contcar" in name:
+        return "poscar"
+    if text is None:
+        return None
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[")):
+        return "json"
+    if re.search(r"^\s*data_", text, re.M) and "_cell_length_a" in text:
+        return "cif"
+    lines = stripped.splitlines()
+    if len(lines) > 1 and lines[0].strip().isdigit() and "lattice=" in lines[1].lower():
+        return "extxyz"
+    if len(lines) >= 8:
+        return "poscar"
+    return None
+
+
+def _cif_structures(text: str) -> tuple[list[Structure], list[str]]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parser = CifParser.from_str(text)
+        try:
+            structures = parser.parse_structures(primitive=False, on_error="ignore")
+        except ValueError:
+            structures = []
+    problems = []
+    for msg in parser.warnings:
+        m = re.match(r"No structure parsed for section (\d+) in CIF\.\s*(.*)", msg, re.S)
+        if m:
+            detail = m.group(2).strip()
+            if re.fullmatch(r"'[^']+'", detail):
+                detail = f"missing CIF field {detail}"
+            problems.append(f"data block {m.group(1)}: {detail or 'no structure'}")
+    if not structures and not problems:
+        problems.append("not a readable CIF: no data block with a cell and atom sites")
+    return structures, problems
+
+
+def _poscar_structures(text: str) -> tuple[list[Structure], list[str]]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [Poscar.from_str(text).structure], []
+    except Exception as exc:
+        return [], [("not a readable POSCAR (expected a comment line, a scale factor, three lattice vectors, "
+                     f"element symbols and counts, then coordinates; {type(exc).__name__}: {exc})")[:400]]
+
+
+def _extxyz_structures(text: str) -> tuple[list[Structure], list[str]]:
+    from ase.io import read
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    try:
+        frames = read(io.StringIO(text), index=":", format="extxyz")
+    except Exception as exc:
+        return [], [f"not a readable extended XYZ file ({type(exc).__name__}: {exc})"[:300]]
+    structures, problems = [], []
+    for k, atoms in enumerate(frames):
+        if not atoms.pbc.all() or atoms.cell.rank < 3:
+            problems.append(f"frame {k + 1}: no periodic cell (add Lattice=\"...\" and pbc=\"T T T\")")
+            continue
+        structures.append(AseAtomsAdaptor.get_structure(atoms))
+    if not frames:
+        problems.append("no frames in this extended XYZ file")
+    return structures, problems
+
+
+def _json_structures(text: str) -> tuple[list[Structure], list[str]]:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return [], [f"not valid JSON ({exc})"]
+    items = data if isinstance(data, list) else [data]
+    structures, problems = [], []
+    for k, item in enumerate(items):
+        where = f"item {k + 1}: " if isinstance(data, list) else ""
+        if isinstance(item, dict) and isinstance(item.get("structure"), dict):
+            item = item["structure"]                   # e.g. a ComputedStructureEntry
+        if not (isinstance(item, dict) and "lattice" in item and "sites" in item):
+            problems.append(f"{where}not a pymatgen Structure dict (needs 'lattice' and 'sites')")
+            continue
+        try:
+            structures.append(Structure.from_dict(item))
+        except Exception as exc:
+            problems.append(f"{where}invalid pymatgen Structure ({type(exc).__name__}: {exc})"[:300])
+    if not items:
+        problems.append("empty JSON list")
+    return structures, problems
+
+
+_READERS = {"cif": _cif_structures, "poscar": _poscar_structures, "extxyz": _extxyz_structures,
+            "json": _json_structures}
+
+
+def _zip_structures(data: bytes, filename: str) -> tuple[list[Structure], list[str]]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = [m for m in archive.infolist()
+                   if not m.is_dir() and not m.filename.startswith("__MACOSX/")
+                   and not m.filename.rsplit("/", 1)[-1].startswith(".")]
+    except zipfile.BadZipFile:
+        return [], [f"{filename}: not a readable zip archive"]
+    structures: list[Structure] = []
+    errors: list[str] = []
+    if len(members) > MAX_ZIP_MEMBERS:
+        errors.append(f"{filename}: {len(members)} files; only the first {MAX_ZIP_MEMBERS} are read")
+        members = members[:MAX_ZIP_MEMBERS]
+    budget = MAX_UPLOAD_BYTES * 5                      # total unpacked bytes read from one archive
+    for member in members:
+        name = f"{filename}/{member.filename}"
+        if member.filename.lower().endswith(".zip"):
+            errors.append(f"{name}: zip archives inside zip archives are not read")
+            continue
+        if member.filename == "errors.txt":              # written by cif_zip next to the CIFs
+            continue
+        if budget <= 0:
+            errors.append(f"{filename}: more than {MAX_UPLOAD_BYTES * 5 / 2**20:.0f} MB unpacked; "
+                          f"{member.filename} and later files not read")
+            break
+        try:
+            with archive.open(member) as handle:      # read at most the limit, whatever the header claims
+                content = handle.read(MAX_UPLOAD_BYTES + 1)
+        except Exception as exc:
+            errors.append(f"{name}: cannot unpack ({exc})")
+            continue
+        budget -= len(content)
+        found, problems = read_structures(content, name)
+        structures += found
+        errors += problems
+    if not members:
+        errors.append(f"{filename}: empty zip archive")
+    return structures, errors
+
+
+def read_structures(data: bytes | str | None, filename: str, *,
+                    max_sites: int = MAX_SITES) -> tuple[list[Structure], list[str]]:
+    """Structures from one uploaded file, and one clear message per problem. Never raises for bad data.
+
+    Args:
+        data: the file's bytes (or text).
+        filename: its name; the extension picks the format (.cif, .json, .xyz/.extxyz, .zip, POSCAR/CONTCAR/
+            .vasp), else the content is sniffed.
+        max_sites: structures with more sites are refused.
+    """
+    filename = str(filename or "upload")
+    try:
+        if data is None or len(data) == 0:
+            return [], [f"{filename}: empty file"]
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if len(data) > MAX_UPLOAD_BYTES:
+            return [], [f"{filename}: {len(data) / 2**20:.1f} MB, over the {MAX_UPLOAD_BYTES / 2**20:.0f} MB "
+                         "limit for one file"]
+        fmt = detect_format(filename)
+        if fmt == "zip" or (fmt is None and data[:4] == b"PK\x03\x04"):
+            return _zip_structures(data, filename)
+        if _is_binary(data):
+            return [], [f"{filename}: binary data, not a structure file (expected CIF, POSCAR, extended XYZ "
+                        "or pymatgen JSON text)"]
+        text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
+        if not text.strip():
+            return [], [f"{filename}: empty file"]
+        fmt = fmt or detect_format(filename, text)
+        if fmt is None:
+            return [], [f"{filename}: unknown format (use .cif, POSCAR/CONTCAR/.vasp, .extxyz or .json)"]
+        found, problems = _READERS[fmt](text)
+    except Exception as exc:  # a reader failing in an unforeseen way must not stop a batch
+        return [], [f"{filename}: could not be read ({type(exc).__name__}: {exc})"[:300]]
+
+    errors = [f"{filename}: {p}" for p in problems]
+    structures = []
+    for k, structure in enumerate(found):
+        label = filename if len(found) == 1 else f"{filename}#{k + 1}"
+        problem = check_structure(structure, max_sites=max_sites)
+        if problem:
+            errors.append(f"{label}: {problem}")
+            continue
+        structure.properties = {**(structure.properties or {}), "filename": filename, "label": label}
+        structures.append(structure)
+    return structures, errors
