@@ -129,6 +129,17 @@ def test_default_location_is_the_app_data_dir(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------------ concurrency
+def _add_batch(sl: S.Shortlist, k: int, source: str) -> str:
+    """Writer k adds four crystals of its own, then the one CsCl every writer tries to add."""
+    for anion in ANIONS[:4]:
+        sl.add(rocksalt(CATIONS[k], anion), source=source)
+    try:
+        sl.add(cscl(), source=source)
+        return "added"
+    except S.DuplicateEntryError:
+        return "duplicate"
+
+
 def test_threads_adding_at_once(db):
     sl = S.Shortlist(db)                 # one object shared by all threads, as in a Streamlit server
     outcomes: list[str] = []
@@ -138,13 +149,7 @@ def test_threads_adding_at_once(db):
     def worker(k: int) -> None:
         try:
             barrier.wait()
-            for anion in ANIONS[:4]:
-                sl.add(rocksalt(CATIONS[k], anion), source=f"thread{k}")
-            try:
-                sl.add(cscl(), source=f"thread{k}")
-                outcomes.append("added")
-            except S.DuplicateEntryError:
-                outcomes.append("duplicate")
+            outcomes.append(_add_batch(sl, k, f"thread{k}"))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -162,14 +167,8 @@ def test_threads_adding_at_once(db):
 def _process_worker(path: str, k: int, queue, barrier) -> None:
     try:
         barrier.wait(timeout=60)
-        sl = S.Shortlist(path)           # each process opens (and races to create) the database
-        for anion in ANIONS[:4]:
-            sl.add(rocksalt(CATIONS[k], anion), source=f"proc{k}")
-        try:
-            sl.add(cscl(), source=f"proc{k}")
-            queue.put("added")
-        except S.DuplicateEntryError:
-            queue.put("duplicate")
+        # each process opens (and races to create) the database
+        queue.put(_add_batch(S.Shortlist(path), k, f"proc{k}"))
     except BaseException as exc:
         queue.put(f"error: {exc!r}")
 
