@@ -1,6 +1,7 @@
 """``python -m core score``: input formats, output files, clear messages for missing/garbage input."""
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -32,7 +33,7 @@ def inputs(tmp_path):
     write(folder / "a.extxyz", [AseAtomsAdaptor.get_atoms(rocksalt()), AseAtomsAdaptor.get_atoms(rocksalt(6.6, ("K", "Br")))],
           format="extxyz")
     rocksalt(4.2, ("Mg", "O")).to(filename=str(folder / "b.cif"))
-    (folder / "c.json").write_text(json.dumps([rocksalt(5.8).as_dict()]))
+    (folder / "c.json.gz").write_bytes(gzip.compress(json.dumps([rocksalt(5.8).as_dict()]).encode()))
     (folder / "d.cif").write_text("data_broken\n_cell_length_a nonsense\nloop_\n_atom_site_label\n")
     return folder
 
@@ -52,9 +53,9 @@ def fake_models(monkeypatch, tmp_path):
 def test_reads_extxyz_cif_json_and_reports_garbage(inputs, capsys):
     records = read_structures([inputs])
     labels = [label for label, _ in records]
-    assert labels[:2] == ["a.extxyz#0", "a.extxyz#1"] and "b.cif" in labels and "c.json#0" in labels
+    assert labels[:2] == ["a.extxyz#1", "a.extxyz#2"] and "b.cif" in labels and "c.json" in labels
     formulas = {label: s.composition.reduced_formula for label, s in records if isinstance(s, Structure)}
-    assert formulas == {"a.extxyz#0": "NaCl", "a.extxyz#1": "KBr", "b.cif": "MgO", "c.json#0": "NaCl"}
+    assert formulas == {"a.extxyz#1": "NaCl", "a.extxyz#2": "KBr", "b.cif": "MgO", "c.json": "NaCl"}
     broken = [s for label, s in records if label.startswith("d.cif")]
     assert broken and isinstance(broken[0], Exception) and "d.cif" in str(broken[0])
 
@@ -68,6 +69,10 @@ def test_missing_and_garbage_inputs_exit_with_one_line(tmp_path, capsys):
     assert cli.main(["score", str(garbage), "--hull", "none"]) == cli.EXIT_INPUT
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "garbage.extxyz" in err[0]
+    gz = tmp_path / "samples.json.gz"
+    gz.write_bytes(b"not gzip at all")
+    assert cli.main(["score", str(gz), "--hull", "none"]) == cli.EXIT_INPUT
+    assert "not a gzip file" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli.main(["score", str(empty)]) == cli.EXIT_INPUT
@@ -83,7 +88,7 @@ def test_scores_a_folder_to_csv_and_json(inputs, tmp_path, fake_models, capsys):
     out_csv = tmp_path / "scores.csv"
     assert cli.main(["score", str(inputs), "--mlip", "fake", "--hull", "none", "--out", str(out_csv), "--quiet"]) == 0
     df = pd.read_csv(out_csv)
-    assert list(df["id"]) == ["a.extxyz#0", "a.extxyz#1", "b.cif", "c.json#0", "d.cif"]
+    assert list(df["id"]) == ["a.extxyz#1", "a.extxyz#2", "b.cif", "c.json", "d.cif"]
     assert list(df["formula"][:4]) == ["NaCl", "KBr", "MgO", "NaCl"]
     assert df["error"].isna().tolist() == [True, True, True, True, False]
     assert df["fom_ev"][:4].tolist() == pytest.approx([6.0] * 4)

@@ -3,19 +3,17 @@
     python -m core score samples.extxyz --mlip m3gnet --relax --hull bundled --out scores.csv
 
 Inputs (any mix, folders are searched one level deep): extended XYZ (``.extxyz``/``.xyz``, every
-frame), CIF (``.cif``, every data block), JSON (a pymatgen Structure dict, a list of them, or a dict
-of id -> Structure dict; ``.json`` or ``.json.gz``), and VASP POSCAR/CONTCAR/``.vasp``. A file or
-frame that cannot be read becomes a row with an ``error`` and the rest is scored; a missing path, or
-input that holds no readable structure at all, stops with one clear line.
+frame), CIF (``.cif``, every data block), pymatgen JSON (a Structure, a list of them), VASP
+POSCAR/CONTCAR/``.vasp``, zips of those, each optionally gzipped; read with ``core.export``. A file or
+structure that cannot be read becomes a row with an ``error`` and the rest is scored; a missing path,
+or input that holds no readable structure at all, stops with one clear line.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import math
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,120 +21,56 @@ from pymatgen.core import Structure
 
 from core.errors import InvalidInputError
 
-STRUCTURE_SUFFIXES = (".extxyz", ".xyz", ".cif", ".json", ".json.gz", ".vasp", ".poscar")
-VASP_NAMES = ("POSCAR", "CONTCAR")
 
+def _expand(paths: list[str | Path]) -> list[Path]:
+    from core.export import detect_format
 
-def _is_structure_file(path: Path) -> bool:
-    name = path.name
-    return name.lower().endswith(STRUCTURE_SUFFIXES) or name.startswith(VASP_NAMES)
-
-
-def _read_xyz(path: Path) -> list[tuple[str, Structure | Exception]]:
-    from ase.io import read
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    frames = read(path, index=":", format="extxyz")
-    out: list[tuple[str, Structure | Exception]] = []
-    for i, atoms in enumerate(frames):
-        label = f"{path.name}#{i}"
-        if not atoms.pbc.any() or atoms.cell.rank < 3:
-            out.append((label, InvalidInputError(f"{label}: frame has no 3-D periodic cell")))
-            continue
-        out.append((label, AseAtomsAdaptor.get_structure(atoms)))
-    return out
-
-
-def _read_cif(path: Path) -> list[tuple[str, Structure | Exception]]:
-    from pymatgen.io.cif import CifFile, CifParser
-
-    blocks = CifFile.from_file(path).data
-    if not blocks:
-        raise InvalidInputError(f"{path}: no CIF data block")
-    out: list[tuple[str, Structure | Exception]] = []
-    for key, block in blocks.items():
-        label = f"{path.name}#{key}" if len(blocks) > 1 else path.name
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                structures = CifParser.from_str(str(block)).parse_structures(primitive=False, on_error="raise")
-            out.extend((label, structure) for structure in structures)
-        except Exception as exc:  # noqa: BLE001 - one bad block is one error row
-            out.append((label, InvalidInputError(f"{label}: unreadable CIF block ({type(exc).__name__}: {exc})")))
-    return out
-
-
-def _read_json(path: Path) -> list[tuple[str, Structure | Exception]]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt") as fh:
-        data = json.load(fh)
-    if isinstance(data, dict) and "lattice" in data and "sites" in data:
-        items: list[tuple[str, Any]] = [(path.name, data)]
-    elif isinstance(data, dict):
-        items = [(f"{path.name}#{key}", value) for key, value in data.items()]
-    elif isinstance(data, list):
-        items = [(f"{path.name}#{i}", value) for i, value in enumerate(data)]
-    else:
-        raise InvalidInputError(f"{path}: JSON holds neither a Structure dict nor a list/dict of them")
-    out: list[tuple[str, Structure | Exception]] = []
-    for label, value in items:
-        try:
-            out.append((label, Structure.from_dict(value["structure"] if isinstance(value, dict) and "structure" in value else value)))
-        except Exception as exc:  # noqa: BLE001
-            out.append((label, InvalidInputError(f"{label}: not a pymatgen Structure dict ({type(exc).__name__}: {exc})")))
-    return out
-
-
-def read_structure_file(path: Path) -> list[tuple[str, Structure | Exception]]:
-    """(label, Structure or the reason it could not be read) for every structure in one file.
-
-    Raises:
-        InvalidInputError: the file as a whole cannot be parsed.
-    """
-    name = path.name.lower()
-    try:
-        if name.endswith((".extxyz", ".xyz")):
-            return _read_xyz(path)
-        if name.endswith(".cif"):
-            return _read_cif(path)
-        if name.endswith((".json", ".json.gz")):
-            return _read_json(path)
-        return [(path.name, Structure.from_file(path))]
-    except InvalidInputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any parser failure is "not a structure file"
-        raise InvalidInputError(f"cannot read structures from {path}: {type(exc).__name__}: {exc}") from exc
-
-
-def read_structures(paths: list[str | Path]) -> list[tuple[str, Structure | Exception]]:
-    """Read every input path (files or folders). Unreadable files become error entries.
-
-    Raises:
-        InvalidInputError: a path does not exist, a folder holds no structure file, or nothing at all was readable.
-    """
     files: list[Path] = []
     for raw in paths:
         path = Path(raw).expanduser()
         if not path.exists():
             raise InvalidInputError(f"input {path} not found")
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and _is_structure_file(p))
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and detect_format(p.name.removesuffix(".gz")) is not None)
             if not found:
-                raise InvalidInputError(f"folder {path} holds no structure files ({', '.join(STRUCTURE_SUFFIXES)}, POSCAR)")
+                raise InvalidInputError(f"folder {path} holds no structure files (.cif, .extxyz/.xyz, .json, .zip, POSCAR)")
             files.extend(found)
         else:
             files.append(path)
+    return files
+
+
+def read_structures(paths: list[str | Path]) -> list[tuple[str, Structure | Exception]]:
+    """(label, Structure or the reason it could not be read) for every structure in the input paths.
+
+    Files are parsed by ``core.export.read_structures`` (CIF blocks, extxyz frames, JSON lists, zips);
+    ``.gz`` files are decompressed first. Labels are the file name, ``#k`` (1-based) for multi-structure files.
+
+    Raises:
+        InvalidInputError: a path does not exist, a folder holds no structure file, or nothing was readable.
+    """
+    from core.export import read_structures as read_file
+
     records: list[tuple[str, Structure | Exception]] = []
     problems: list[str] = []
-    for path in files:
-        try:
-            records.extend(read_structure_file(path))
-        except InvalidInputError as exc:
-            problems.append(str(exc))
-            records.append((path.name, exc))
+    for path in _expand(paths):
+        data = path.read_bytes()
+        name = path.name
+        if name.lower().endswith(".gz"):
+            try:
+                data, name = gzip.decompress(data), name[:-3]
+            except (OSError, EOFError) as exc:
+                problems.append(f"{path.name}: not a gzip file ({exc})")
+                records.append((path.name, InvalidInputError(problems[-1])))
+                continue
+        found, messages = read_file(data, name)
+        records.extend((str(s.properties.get("label", name)), s) for s in found)
+        for message in messages:
+            problems.append(message)
+            records.append((message.split(": ", 1)[0], InvalidInputError(message)))
     if not any(isinstance(item, Structure) for _, item in records):
-        detail = "; ".join(problems) or "the inputs hold no structures"
-        raise InvalidInputError(f"no readable structure in the input: {detail}")
+        raise InvalidInputError(f"no readable structure in the input: {'; '.join(problems) or 'no structures'}")
     for problem in problems:
         print(f"warning: {problem}", file=sys.stderr)
     return records

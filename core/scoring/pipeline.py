@@ -210,8 +210,10 @@ class _Scorer:
 
     def score_chunk(self, items: Sequence[Any]) -> list[dict[str, Any]]:
         rows = [_Row(item) for item in items]
-        # 1. static energies (also screens out structures a model cannot handle before relaxing them)
-        for row, result in self._batched(rows, "energy", self.mlip.predict):
+        # 1. static energies (also screens out structures a model cannot handle before relaxing them);
+        #    an MLIP may offer an energy-only ``predict_energies`` (no force/stress backward pass)
+        predict = getattr(self.mlip, "predict_energies", None) or self.mlip.predict
+        for row, result in self._batched(rows, "energy", predict):
             row.values["energy_ev"] = float(result.energy_ev)
             row.values["energy_per_atom"] = float(result.energy_per_atom)
         # 2. relaxation
