@@ -19,9 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ase.optimize import FIRE
 from pymatgen.core import Structure
-from pymatgen.io.ase import AseAtomsAdaptor
 
 from core import settings
 from core.scoring.references.elements import ElementCandidate, element_candidates
@@ -46,29 +44,15 @@ def _message(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def relax_positions(structure: Structure, mlip: MLIP, fmax: float = ELEMENT_FMAX, steps: int = ELEMENT_STEPS) -> tuple[float, int, bool]:
-    """Relax atom positions at fixed cell with ASE FIRE. Returns (energy per atom eV/atom, steps, converged)."""
-    atoms = AseAtomsAdaptor.get_atoms(structure)
-    atoms.calc = mlip.calculator()
-    opt = FIRE(atoms, logfile=None)
-    converged = bool(opt.run(fmax=fmax, steps=steps))
-    return float(atoms.get_potential_energy()) / len(atoms), int(opt.get_number_of_steps()), converged
-
-
 def _relax_candidate(candidate: ElementCandidate, mlip: MLIP) -> dict[str, Any]:
-    try:
-        if candidate.relax_cell:
-            from core.scoring.relax import relax
+    from core.scoring.relax import relax
 
-            result = relax(candidate.structure, mlip, fmax=ELEMENT_FMAX, steps=ELEMENT_STEPS)
-            energy, steps, converged = result.energy_per_atom, result.steps, result.converged
-        else:
-            energy, steps, converged = relax_positions(candidate.structure, mlip)
+    try:
+        result = relax(candidate.structure, mlip, fmax=ELEMENT_FMAX, steps=ELEMENT_STEPS, relax_cell=candidate.relax_cell)
     except Exception as exc:  # noqa: BLE001 - one failed phase must not stop the others
         return {"label": candidate.label, "error": _message(exc)}
-    if energy != energy:  # NaN
-        return {"label": candidate.label, "error": "MLIP returned a non-finite energy"}
-    return {"label": candidate.label, "energy_per_atom": float(energy), "steps": int(steps), "converged": bool(converged)}
+    return {"label": candidate.label, "energy_per_atom": float(result.energy_per_atom), "steps": int(result.steps),
+            "converged": bool(result.converged)}
 
 
 class ReferenceEnergies:
