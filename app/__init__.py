@@ -1,0 +1,1 @@
+"""Streamlit front end of CrystalFormer-RL Explorer: UI helpers only; all science lives in ``core``."""

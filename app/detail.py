@@ -1,0 +1,224 @@
+"""The structure detail panel (Explore, Shortlist): 3D view, property card, tokens, symmetry, XRD, downloads.
+
+Display only: the 3D scene comes from ``core.view.view_html``, the XRD pattern from ``core.xrd``,
+files from ``core.export``; this module lays them out and turns a missing piece into an inline note.
+"""
+from __future__ import annotations
+
+import html
+import math
+from typing import Any, Mapping
+
+import pandas as pd
+import streamlit as st
+import streamlit.components.v1 as components
+
+from app.tables import format_value
+from app.widgets import show_error
+
+CARD_FIELDS = ("e_above_hull", "e_form_per_atom", "energy_per_atom", "band_gap_ev", "eps_elec", "fom_ev",
+               "struct_valid", "comp_valid", "unique", "novel", "logp", "relax_steps", "rmsd_relaxed", "error")
+CARD_LABELS = {"e_above_hull": "E_hull", "e_form_per_atom": "E_form", "energy_per_atom": "E", "band_gap_ev": "Band gap E_g",
+               "eps_elec": "ε_elec", "fom_ev": "FoM ε·E_g", "struct_valid": "Structure valid",
+               "comp_valid": "Composition valid", "unique": "Unique", "novel": "Novel", "logp": "log p (model)",
+               "relax_steps": "Relaxation steps", "rmsd_relaxed": "RMSD to relaxed (norm.)", "error": "Scoring error"}
+TOKEN_COLORS = {"G": "#6a3d9a", "W": "#1f78b4", "A": "#e31a1c", "X": "#33a02c", "L": "#ff7f00"}
+VIEW_HEIGHT_PX = 420
+
+
+# ---------------------------------------------------------------------------------------------
+# pure helpers (tested without Streamlit)
+# ---------------------------------------------------------------------------------------------
+def lattice_facts(structure) -> dict[str, str]:
+    """Cell facts with units: a, b, c (Å), α, β, γ (degrees), volume (Å³), density (g/cm³), atoms."""
+    lat = structure.lattice
+    return {
+        "a, b, c": f"{lat.a:.3f}, {lat.b:.3f}, {lat.c:.3f} Å",
+        "α, β, γ": f"{lat.alpha:.2f}°, {lat.beta:.2f}°, {lat.gamma:.2f}°",
+        "Volume": f"{lat.volume:.2f} Å³ ({lat.volume / len(structure):.2f} Å³/atom)",
+        "Density": f"{float(structure.density):.3f} g/cm³",
+        "Atoms in cell": str(len(structure)),
+    }
+
+
+def property_card(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, formatted value with unit) for the scored properties present in ``row``."""
+    out = []
+    for key in CARD_FIELDS:
+        if key not in row:
+            continue
+        value = row[key]
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        out.append((CARD_LABELS[key], format_value(key, value)))
+    return out
+
+
+def split_tokens(token_string: str) -> list[tuple[str, str]]:
+    """The string form as (kind, token): G = space group, then W, A, X, X, X per site, then six L.
+
+    Negative numbers are written with a doubled dash ('--2.5'); that dash belongs to the number.
+    """
+    fields: list[str] = []
+    negative = False
+    for f in token_string.strip().split("-"):
+        if f == "" and fields:
+            negative = True
+            continue
+        fields.append(("-" if negative else "") + f)
+        negative = False
+    if len(fields) < 7:
+        return [("G", f) for f in fields]
+    kinds = ["G"] + ["W", "A", "X", "X", "X"] * ((len(fields) - 7) // 5) + ["L"] * 6
+    return list(zip(kinds, fields)) if len(kinds) == len(fields) else [("G", f) for f in fields]
+
+
+def tokens_html(token_string: str) -> str:
+    """Coloured token chips (space group, Wyckoff letter, element, coordinates, lattice)."""
+    chips = []
+    for kind, tok in split_tokens(token_string):
+        color = TOKEN_COLORS.get(kind, "#555")
+        chips.append(f'<span style="display:inline-block;margin:2px;padding:1px 6px;border-radius:4px;'
+                     f'border:1px solid {color};color:{color};font-family:monospace;font-size:0.85em">'
+                     f'{html.escape(tok)}</span>')
+    legend = " ".join(f'<span style="color:{c}">■</span> {name}' for name, c in
+                      (("space group", TOKEN_COLORS["G"]), ("Wyckoff letter", TOKEN_COLORS["W"]),
+                       ("element", TOKEN_COLORS["A"]), ("x, y, z", TOKEN_COLORS["X"]),
+                       ("a, b, c (Å), α, β, γ (°)", TOKEN_COLORS["L"])))
+    return f'<div style="line-height:1.9">{"".join(chips)}</div><div style="font-size:0.8em;color:#666">{legend}</div>'
+
+
+def symmetry_table(structure, symprec: float = 0.1) -> tuple[dict[str, str], pd.DataFrame]:
+    """Space group facts and the symmetry-inequivalent sites (element, Wyckoff, x, y, z) at ``symprec`` Å."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    sga = SpacegroupAnalyzer(structure, symprec=symprec)
+    facts = {
+        "Space group": f"{sga.get_space_group_number()} {sga.get_space_group_symbol()}",
+        "Crystal system": sga.get_crystal_system(),
+        "Point group": sga.get_point_group_symbol(),
+        "Tolerance": f"{symprec} Å",
+    }
+    sym = sga.get_symmetrized_structure()
+    rows = []
+    for sites, wyckoff in zip(sym.equivalent_sites, sym.wyckoff_symbols):
+        site = sites[0]
+        x, y, z = (float(v) % 1.0 for v in site.frac_coords)
+        rows.append({"Element": site.species_string, "Wyckoff": wyckoff, "Multiplicity": len(sites),
+                     "x": round(x, 4), "y": round(y, 4), "z": round(z, 4)})
+    return facts, pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Streamlit panel
+# ---------------------------------------------------------------------------------------------
+def static_3dmol_url() -> str | None:
+    """URL of the local 3Dmol.js served by Streamlit (``server.enableStaticServing``, .streamlit/config.toml),
+    or None (``core.view`` then inlines the file, or uses the CDN when it is absent)."""
+    from app.paths import STATIC_3DMOL
+
+    if not STATIC_3DMOL.is_file():
+        return None
+    try:
+        served = bool(st.get_option("server.enableStaticServing"))
+    except Exception:  # noqa: BLE001
+        served = False
+    return "app/static/3Dmol-min.js" if served else None
+
+
+def viewer(structure, key: str) -> None:
+    """3D view with style / supercell / cell / bonds controls."""
+    try:
+        from core.view import view_html
+    except ImportError:
+        st.info("3D view: core/view.py is not in this checkout yet.")
+        return
+    c1, c2, c3, c4 = st.columns([1.2, 1, 1.2, 0.8])
+    style = c1.selectbox("Style", ("ball-stick", "sphere", "stick"), key=f"{key}-style")
+    n = c2.selectbox("Supercell", (1, 2, 3), key=f"{key}-super", format_func=lambda k: f"{k}×{k}×{k}")
+    cell = c3.selectbox("Cell", ("conventional", "primitive", "as-is"), key=f"{key}-cell")
+    bonds = c4.toggle("Bonds", value=True, key=f"{key}-bonds")
+    try:
+        page = view_html(structure, script=static_3dmol_url(), style=style, supercell=(n, n, n), cell=cell,
+                         bonds=bonds, width="100%", height=VIEW_HEIGHT_PX)
+    except Exception as exc:  # noqa: BLE001 - a structure that cannot be drawn must not break the page
+        show_error(exc, "could not draw this structure")
+        return
+    components.html(page, height=VIEW_HEIGHT_PX + 10)
+
+
+def downloads(structure, name: str, key: str) -> None:
+    try:
+        from core.export import cif, poscar
+    except ImportError:
+        st.caption("Downloads need core/export.py (not in this checkout yet).")
+        return
+    c1, c2 = st.columns(2)
+    try:
+        c1.download_button("CIF", cif(structure), file_name=f"{name}.cif", mime="chemical/x-cif",
+                           key=f"{key}-cif", width="stretch")
+        c2.download_button("POSCAR", poscar(structure), file_name=f"{name}.vasp", mime="text/plain",
+                           key=f"{key}-poscar", width="stretch")
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc, "could not write this structure")
+
+
+def xrd(structure) -> None:
+    try:
+        from core.xrd import xrd_pattern
+    except ImportError:
+        st.info("XRD: core/xrd.py is not in this checkout yet.")
+        return
+    from app.plots import xrd_figure
+
+    try:
+        pattern = xrd_pattern(structure)
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc, "could not compute the XRD pattern")
+        return
+    st.plotly_chart(xrd_figure(pattern), width="stretch")
+
+
+def structure_panel(structure, row: Mapping[str, Any], *, title: str, key: str, token_string: str | None = None) -> None:
+    """Everything about one structure. ``row`` holds its score columns (may be partial)."""
+    st.subheader(title)
+    left, right = st.columns([3, 2])
+    with left:
+        viewer(structure, key)
+    with right:
+        st.markdown("**Cell**")
+        st.table(pd.DataFrame(lattice_facts(structure).items(), columns=["", "value"]).set_index(""))
+        card = property_card(row)
+        if card:
+            st.markdown("**Properties**")
+            st.table(pd.DataFrame(card, columns=["", "value"]).set_index(""))
+        else:
+            st.caption("Not scored yet: run the Score page to get E_hull, band gap, ε_elec and FoM.")
+        downloads(structure, f"{structure.composition.reduced_formula}-{key}", key)
+    tab_tokens, tab_sym, tab_xrd = st.tabs(["Token sequence", "Symmetry", "XRD pattern"])
+    with tab_tokens:
+        if token_string is None:
+            token_string = _tokens_of(structure)
+        if token_string:
+            st.markdown(tokens_html(token_string), unsafe_allow_html=True)
+            st.code(token_string, language=None)
+    with tab_sym:
+        try:
+            facts, sites = symmetry_table(structure)
+        except Exception as exc:  # noqa: BLE001
+            show_error(exc, "symmetry analysis failed")
+        else:
+            st.table(pd.DataFrame(facts.items(), columns=["", "value"]).set_index(""))
+            st.dataframe(sites, hide_index=True, width="stretch")
+    with tab_xrd:
+        xrd(structure)
+
+
+def _tokens_of(structure) -> str | None:
+    from core.tokens import CrystalTokens
+
+    try:
+        return CrystalTokens.from_structure(structure).to_string()
+    except Exception as exc:  # noqa: BLE001 - e.g. more Wyckoff sites than the model's 21
+        st.caption(f"No token sequence: {exc}")
+        return None

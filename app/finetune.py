@@ -1,0 +1,82 @@
+"""Fine-tune page logic: a short, CPU-sized PPO run as a background job (``core.ppo``).
+
+``ppo_steps`` yields one log dict per PPO step (mean reward, KL to the base model, mean E_hull or
+FoM, buildable fraction, seconds); the page draws them as they arrive. The policy is saved under
+the app data directory, where the checkpoint pickers find it.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from app.checkpoints import finetuned_dir
+
+REWARDS = {
+    "ehull": "stability: r = −E_hull (eV/atom)",
+    "fom": "dielectric: r = FoM = ε_elec·E_g (eV)",
+}
+DEFAULT_TAU = {"ehull": 0.1, "fom": 2.0}   # the paper's KL weights (Table S1)
+MAX_STEPS = 50
+MAX_BATCH = 64
+
+
+def unavailable() -> str | None:
+    """Why live fine-tuning cannot run in this checkout (None when it can)."""
+    try:
+        from core.ppo import PPOConfig, PPOTrainer  # noqa: F401
+    except ImportError as exc:
+        return (f"Live fine-tuning is not available yet: it needs core/ppo.py (PPOTrainer), which this checkout "
+                f"does not have ({exc}). Update the checkout (git pull) to get it.")
+    return None
+
+
+@dataclass(frozen=True)
+class FineTuneRequest:
+    reward: str = "ehull"
+    steps: int = 5
+    batch_size: int = 8
+    tau: float = 0.1
+    lr: float = 1e-4
+    spacegroup: int | str = 225
+    seed: int = 0
+    name: str = ""
+
+    def check(self) -> None:
+        from core.errors import InvalidInputError
+
+        if self.reward not in REWARDS:
+            raise InvalidInputError(f"unknown reward {self.reward!r}; choose one of {', '.join(REWARDS)}")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise InvalidInputError(f"steps must be 1–{MAX_STEPS} in the browser; use `python -m core rl` for longer runs")
+        if not 2 <= self.batch_size <= MAX_BATCH:
+            raise InvalidInputError(f"batch size must be 2–{MAX_BATCH} in the browser")
+        if not self.tau >= 0 or not self.lr > 0:
+            raise InvalidInputError("τ must be ≥ 0 and the learning rate > 0")
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", self.name or "x"):
+            raise InvalidInputError("checkpoint name: letters, digits, '.', '_' and '-' only")
+
+
+def default_name(policy_name: str, reward: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", policy_name).strip("-") or "model"
+    return f"{stem}-ppo-{reward}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def output_dir(name: str) -> Path:
+    return finetuned_dir() / name
+
+
+def ppo_steps(policy, request: FineTuneRequest, *, mlip: str = "m3gnet", hull: str = "bundled") -> Iterator[dict]:
+    """Run PPO from ``policy`` (also the KL base) and yield each step's log; saves to ``output_dir(name)``."""
+    from core.ppo import EhullReward, FomReward, PPOConfig, PPOTrainer
+
+    request.check()
+    reward = EhullReward(mlip=mlip, hull=hull) if request.reward == "ehull" else FomReward()
+    cfg = PPOConfig(steps=request.steps, batch_size=request.batch_size, tau=request.tau, lr=request.lr,
+                    spacegroups=request.spacegroup, seed=request.seed, save_every=max(1, request.steps))
+    name = request.name or default_name(policy.name, request.reward)
+    trainer = PPOTrainer(policy, reward, cfg, base=policy, out=output_dir(name),
+                         meta={"name": name, "finetuned_from": policy.name, "reward": REWARDS[request.reward]})
+    yield from trainer.run(request.steps)

@@ -1,0 +1,75 @@
+"""What the Generate and Compare pages ask the sampler for, and how samples are tabulated."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+
+from core.errors import InvalidInputError
+
+MAX_SAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """Sampling settings: space group (1–230 or "train"), count, temperature, element allow/deny lists, seed."""
+
+    spacegroup: int | str = 225
+    num: int = 100
+    temperature: float = 1.0
+    elements: tuple[str, ...] = field(default_factory=tuple)
+    exclude: tuple[str, ...] = field(default_factory=tuple)
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise InvalidInputError for requests the sampler cannot honour, naming the fix."""
+        if not 1 <= int(self.num) <= MAX_SAMPLES:
+            raise InvalidInputError(f"number of samples must be between 1 and {MAX_SAMPLES}, got {self.num}")
+        if not self.temperature > 0:
+            raise InvalidInputError(f"temperature must be positive, got {self.temperature}")
+        both = sorted(set(self.elements) & set(self.exclude))
+        if both:
+            raise InvalidInputError(f"{', '.join(both)} both allowed and excluded: remove them from one of the lists")
+
+    def describe(self) -> str:
+        from core.wyckoff import spacegroup_label
+
+        where = "space groups from the training distribution" if self.spacegroup == "train" else spacegroup_label(int(self.spacegroup))
+        parts = [f"{self.num} samples in {where}", f"T = {self.temperature:g}", f"seed {self.seed}"]
+        if self.elements:
+            parts.append("only " + " ".join(self.elements))
+        if self.exclude:
+            parts.append("no " + " ".join(self.exclude))
+        return ", ".join(parts)
+
+
+def generate(checkpoint, request: GenerateRequest, progress: Callable[[int, int], None] | None = None) -> list:
+    """``core.sampler.sample`` with the request's settings (raises the core's typed errors)."""
+    from core.sampler import sample
+
+    request.check()
+    return sample(checkpoint, spacegroup=request.spacegroup, num=int(request.num), temperature=float(request.temperature),
+                  elements=list(request.elements) or None, exclude=list(request.exclude) or None,
+                  seed=int(request.seed), progress=progress)
+
+
+def with_spacegroup_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add 'spacegroup_label' ('225 Fm-3m (cubic)') from the 'spacegroup' column."""
+    from core.wyckoff import spacegroup_label
+
+    out = frame.copy()
+    out["spacegroup_label"] = [spacegroup_label(int(g)) if pd.notna(g) else None for g in out.get("spacegroup", [])]
+    return out
+
+
+def sample_summary(frame: pd.DataFrame) -> dict[str, str]:
+    """Headline numbers of a generated batch: samples, buildable, distinct formulas, mean log p (nats)."""
+    n = len(frame)
+    built = frame[frame["build_error"].isna()]
+    return {
+        "Samples": f"{n}",
+        "Buildable": f"{len(built)} ({len(built) / n:.0%})" if n else "0",
+        "Distinct formulas": f"{built['formula'].nunique()}",
+        "Mean log p": f"{frame['logp'].mean():.1f} nats" if n else "–",
+    }

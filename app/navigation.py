@@ -1,0 +1,30 @@
+"""The app's pages, in menu order (files in ``pages/``)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app.paths import PAGES_DIR
+
+PAGES = (
+    # file, title, icon, url
+    ("generate.py", "Generate", ":material/auto_awesome:", "generate"),
+    ("score.py", "Score", ":material/speed:", "score"),
+    ("explore.py", "Explore", ":material/scatter_plot:", "explore"),
+    ("compare.py", "Compare", ":material/compare:", "compare"),
+    ("shortlist.py", "Shortlist", ":material/bookmark:", "shortlist"),
+    ("learn.py", "Learn", ":material/school:", "learn"),
+    ("finetune.py", "Fine-tune", ":material/model_training:", "finetune"),
+)
+
+
+def pages() -> list:
+    return [st.Page(PAGES_DIR / f, title=t, icon=i, url_path=u, default=(k == 0))
+            for k, (f, t, i, u) in enumerate(PAGES)]
+
+
+def link(url: str, label: str | None = None) -> None:
+    """A link to another page by its url name ('explore')."""
+    for f, t, i, u in PAGES:
+        if u == url:
+            st.page_link(PAGES_DIR / f, label=label or t, icon=i)
+            return

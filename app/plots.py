@@ -1,0 +1,240 @@
+"""Plotly figures of the app: the gap–ε plane with its Pareto front, E_hull histograms, XRD, PPO curves.
+
+Every axis title carries its unit; every figure uses the same template and colours, so the pages
+look like one tool. Functions take plain DataFrames (``app.pool.Pool.scored_frame`` columns) and
+return ``plotly.graph_objects.Figure`` objects; they compute nothing scientific beyond what they draw.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from app.pareto import iso_fom_curve, pareto_points
+from app.pool import numeric
+
+TEMPLATE = "plotly_white"
+ISO_FOM_EV = (5.0, 10.0, 20.0)
+STABILITY_EV = 0.1                       # eV/atom, the paper's stability threshold
+EHULL_COLORSCALE = "RdYlGn_r"            # green = on the hull, red = far above it
+ARM_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52")
+GAP_LABEL = "Band gap E<sub>g</sub> (eV)"
+EPS_LABEL = "ε<sub>elec</sub> (dimensionless)"
+EHULL_LABEL = "E<sub>hull</sub> (eV/atom)"
+
+
+def _layout(fig: go.Figure, height: int, **kw) -> go.Figure:
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=60, r=20, t=40, b=55),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0), **kw)
+    return fig
+
+
+def _spacegroup(frame: pd.DataFrame) -> np.ndarray:
+    found = numeric(frame, "spacegroup_found")
+    generated = numeric(frame, "spacegroup")
+    return np.where(np.isfinite(found), found, generated)
+
+
+def plane_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows that can be placed on the gap–ε plane (finite E_g and ε_elec), with the plotted columns."""
+    out = pd.DataFrame({
+        "id": numeric(frame, "id"),
+        "gap": numeric(frame, "band_gap_ev"),
+        "eps": numeric(frame, "eps_elec"),
+        "fom": numeric(frame, "fom_ev"),
+        "ehull": numeric(frame, "e_above_hull"),
+        "sg": _spacegroup(frame),
+        "formula": frame["formula"].astype(str).to_numpy() if "formula" in frame else "",
+    })
+    return out[np.isfinite(out["gap"]) & np.isfinite(out["eps"])].reset_index(drop=True)
+
+
+def _hover(points: pd.DataFrame) -> tuple[np.ndarray, str]:
+    custom = np.stack([points["id"], points["formula"], points["sg"], points["fom"], points["ehull"],
+                       points["gap"], points["eps"]], axis=1) if len(points) else np.empty((0, 7))
+    template = ("<b>%{customdata[1]}</b> (#%{customdata[0]})<br>SG %{customdata[2]}<br>"
+                "E<sub>g</sub> %{customdata[5]:.2f} eV · ε %{customdata[6]:.2f}<br>"
+                "FoM %{customdata[3]:.2f} eV<br>E<sub>hull</sub> %{customdata[4]:.3f} eV/atom<extra></extra>")
+    return custom, template
+
+
+def _axis_ranges(gap: np.ndarray, eps: np.ndarray) -> tuple[list[float], list[float]]:
+    gx = float(np.nanmax(gap)) if gap.size and np.isfinite(gap).any() else 5.0
+    ey = float(np.nanmax(eps)) if eps.size and np.isfinite(eps).any() else 5.0
+    return [0.0, max(1.0, gx * 1.08)], [0.0, max(1.0, ey * 1.12)]
+
+
+def _iso_lines(fig: go.Figure, x_range, y_range, levels: Sequence[float]) -> None:
+    for k, fom in enumerate(levels):
+        gap_lo = max(fom / y_range[1], 1e-3)
+        if gap_lo >= x_range[1]:
+            continue
+        gap, eps = iso_fom_curve(fom, gap_lo, x_range[1])
+        fig.add_trace(go.Scatter(x=gap, y=eps, mode="lines", name=f"ε·E<sub>g</sub> = {fom:g} eV",
+                                 line=dict(color="#888", width=1, dash="dash" if fom == 10 else "dot"),
+                                 hoverinfo="skip", showlegend=k == 0, legendgroup="iso"))
+        fig.add_annotation(x=gap[-1], y=eps[-1], text=f"{fom:g} eV", showarrow=False, xanchor="right",
+                           yanchor="bottom", font=dict(size=10, color="#666"))
+
+
+def _front_trace(points: pd.DataFrame, name: str, color: str) -> go.Scatter | None:
+    fx, fy, idx = pareto_points(points["gap"].to_numpy(), points["eps"].to_numpy())
+    if fx.size == 0:
+        return None
+    front = points.iloc[idx]
+    custom, template = _hover(front)
+    return go.Scatter(x=fx, y=fy, mode="lines+markers", line_shape="vh", name=name,
+                      line=dict(color=color, width=2),
+                      marker=dict(size=12, color="rgba(0,0,0,0)", line=dict(color=color, width=2)),
+                      customdata=custom, hovertemplate=template)
+
+
+def pareto_figure(frame: pd.DataFrame, *, ehull_max: float = 0.4, selected_id: int | None = None,
+                  height: int = 560) -> go.Figure:
+    """Band gap (x, eV) vs ε_elec (y) of scored structures, coloured by E_hull (eV/atom).
+
+    Shows the Pareto front of (E_g, ε_elec), iso-FoM hyperbolas at 5, 10 and 20 eV and, when given,
+    the selected structure as a star. Each point's ``customdata[0]`` is its pool id (for clicks).
+    """
+    points = plane_points(frame)
+    x_range, y_range = _axis_ranges(points["gap"].to_numpy(), points["eps"].to_numpy())
+    fig = go.Figure()
+    _iso_lines(fig, x_range, y_range, ISO_FOM_EV)
+    has_e = np.isfinite(points["ehull"].to_numpy())
+    for mask, name in ((has_e, "structures"), (~has_e, "no E<sub>hull</sub>")):
+        sub = points[mask]
+        if not len(sub):
+            continue
+        custom, template = _hover(sub)
+        marker = dict(size=9, line=dict(width=0.5, color="#333"))
+        if name == "structures":
+            marker.update(color=sub["ehull"], colorscale=EHULL_COLORSCALE, cmin=0.0, cmax=ehull_max,
+                          colorbar=dict(title=dict(text=EHULL_LABEL, side="right"), thickness=14))
+        else:
+            marker.update(color="#bbb")
+        fig.add_trace(go.Scatter(x=sub["gap"], y=sub["eps"], mode="markers", name=name, marker=marker,
+                                 customdata=custom, hovertemplate=template))
+    front = _front_trace(points, "Pareto front", "#1f2d5c")
+    if front is not None:
+        fig.add_trace(front)
+    if selected_id is not None and (points["id"] == selected_id).any():
+        row = points[points["id"] == selected_id].iloc[0]
+        fig.add_trace(go.Scatter(x=[row["gap"]], y=[row["eps"]], mode="markers", name="selected",
+                                 marker=dict(symbol="star", size=20, color="#ffd400", line=dict(color="#000", width=1.5)),
+                                 hoverinfo="skip"))
+    fig.update_xaxes(title=GAP_LABEL, range=x_range, zeroline=False)
+    fig.update_yaxes(title=EPS_LABEL, range=y_range, zeroline=False)
+    return _layout(fig, height, clickmode="event+select", dragmode="zoom")
+
+
+def compare_plane_figure(frames: Mapping[str, pd.DataFrame], height: int = 520) -> go.Figure:
+    """Two (or more) samples on the gap–ε plane, each with its own Pareto front (the paper's Fig. 6a)."""
+    all_points = {name: plane_points(f) for name, f in frames.items()}
+    stacked = pd.concat(all_points.values()) if all_points else pd.DataFrame(columns=["gap", "eps"])
+    x_range, y_range = _axis_ranges(stacked["gap"].to_numpy(), stacked["eps"].to_numpy())
+    fig = go.Figure()
+    _iso_lines(fig, x_range, y_range, (10.0,))
+    for k, (name, points) in enumerate(all_points.items()):
+        color = ARM_COLORS[k % len(ARM_COLORS)]
+        custom, template = _hover(points)
+        fig.add_trace(go.Scatter(x=points["gap"], y=points["eps"], mode="markers", name=name,
+                                 marker=dict(size=7, color=color, opacity=0.6), customdata=custom,
+                                 hovertemplate=template, legendgroup=name))
+        front = _front_trace(points, f"{name} Pareto front", color)
+        if front is not None:
+            front.legendgroup = name
+            fig.add_trace(front)
+    fig.update_xaxes(title=GAP_LABEL, range=x_range)
+    fig.update_yaxes(title=EPS_LABEL, range=y_range)
+    return _layout(fig, height)
+
+
+def ehull_histogram(frames: Mapping[str, pd.DataFrame], *, x_max: float = 0.4, bin_width: float = 0.02,
+                    threshold: float = STABILITY_EV, height: int = 380) -> go.Figure:
+    """Overlaid E_hull histograms (fraction of each sample) with the stability line (the paper's Fig. 3 / 6b).
+
+    Values above ``x_max`` (eV/atom) are counted in the last bin, so every structure with an E_hull
+    is in the histogram.
+    """
+    fig = go.Figure()
+    lo = 0.0
+    for frame in frames.values():
+        e = numeric(frame, "e_above_hull")
+        if np.isfinite(e).any():
+            lo = min(lo, float(np.floor(np.nanmin(e) / bin_width) * bin_width))
+    for k, (name, frame) in enumerate(frames.items()):
+        e = numeric(frame, "e_above_hull")
+        e = np.clip(e[np.isfinite(e)], lo, x_max - 1e-9)
+        fig.add_trace(go.Histogram(x=e, name=f"{name} (n = {e.size})", histnorm="probability", opacity=0.6,
+                                   xbins=dict(start=lo, end=x_max, size=bin_width),
+                                   marker_color=ARM_COLORS[k % len(ARM_COLORS)]))
+    fig.add_vline(x=threshold, line=dict(color="#d62728", dash="dash", width=2),
+                  annotation_text=f"{threshold:g} eV/atom", annotation_position="top right")
+    fig.update_xaxes(title=EHULL_LABEL, range=[lo, x_max])
+    fig.update_yaxes(title="Fraction of structures")
+    return _layout(fig, height, barmode="overlay")
+
+
+def xrd_figure(pattern: pd.DataFrame, wavelength_label: str = "Cu Kα", height: int = 300) -> go.Figure:
+    """Stick pattern: 2θ (degrees) vs intensity (normalised to 100), hover with hkl."""
+    two_theta = pattern["two_theta"].to_numpy(float)
+    intensity = pattern["intensity"].to_numpy(float)
+    hkl = pattern["hkl"].astype(str).to_numpy() if "hkl" in pattern else np.full(len(pattern), "")
+    xs, ys = [], []
+    for t, i in zip(two_theta, intensity):
+        xs += [t, t, None]
+        ys += [0.0, i, None]
+    fig = go.Figure(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="#1f2d5c", width=1.5), hoverinfo="skip",
+                               showlegend=False))
+    fig.add_trace(go.Scatter(x=two_theta, y=intensity, mode="markers", marker=dict(size=4, color="#1f2d5c"),
+                             customdata=hkl, hovertemplate="2θ %{x:.2f}°<br>I %{y:.1f}<br>hkl %{customdata}<extra></extra>",
+                             showlegend=False))
+    fig.update_xaxes(title=f"2θ (degrees, {wavelength_label})")
+    fig.update_yaxes(title="Intensity (normalised)", rangemode="tozero")
+    return _layout(fig, height)
+
+
+PPO_PANELS = (("reward_mean", "Mean reward r"), ("kl", "KL(p<sub>θ</sub> ‖ p<sub>base</sub>) (nats)"),
+              ("e_hull_mean", "Mean E<sub>hull</sub> (eV/atom)"), ("fom_mean", "Mean FoM (eV)"),
+              ("valid_fraction", "Buildable fraction"))
+
+
+def ppo_figure(history: Sequence[Mapping], height: int = 460) -> go.Figure:
+    """Per-step PPO curves: reward, KL to the base model, E_hull or FoM, fraction of buildable samples."""
+    frame = pd.DataFrame(list(history))
+    panels = [(k, t) for k, t in PPO_PANELS if k in frame and frame[k].notna().any()] or list(PPO_PANELS[:2])
+    cols = 2
+    rows = (len(panels) + 1) // cols
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for _, t in panels], vertical_spacing=0.18)
+    for k, (key, _) in enumerate(panels):
+        r, c = k // cols + 1, k % cols + 1
+        y = frame[key] if key in frame else []
+        x = frame["step"] if "step" in frame else list(range(1, len(frame) + 1))
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", showlegend=False,
+                                 line=dict(color=ARM_COLORS[k % len(ARM_COLORS)])), row=r, col=c)
+        fig.update_xaxes(title_text="PPO step", row=r, col=c)
+    return _layout(fig, height)
+
+
+def temperature_figure(frame: pd.DataFrame, height: int = 340) -> go.Figure:
+    """log p (nats) of samples drawn at several temperatures (one box per temperature)."""
+    fig = go.Figure()
+    for k, (t, sub) in enumerate(frame.groupby("temperature")):
+        fig.add_trace(go.Box(y=sub["logp"], name=f"T = {t:g}", boxpoints="all", jitter=0.4, pointpos=0,
+                             marker=dict(size=4), line=dict(color=ARM_COLORS[k % len(ARM_COLORS)])))
+    fig.update_yaxes(title="log p under the model (nats)")
+    fig.update_xaxes(title="Sampling temperature")
+    return _layout(fig, height, showlegend=False)
+
+
+def token_probability_figure(options: pd.DataFrame, chosen: str, title: str, height: int = 280) -> go.Figure:
+    """Bar chart of the model's top choices at one decoding step; the chosen token highlighted."""
+    colors = ["#DD8452" if str(t) == str(chosen) else "#4C72B0" for t in options["token"]]
+    fig = go.Figure(go.Bar(x=options["token"].astype(str), y=options["probability"], marker_color=colors,
+                           hovertemplate="%{x}: p = %{y:.3f}<extra></extra>"))
+    fig.update_yaxes(title="Probability", range=[0, 1])
+    fig.update_xaxes(title=title, type="category")
+    return _layout(fig, height)

@@ -1,0 +1,153 @@
+"""Scoring from the app: settings, available choices, and a background job that fills a Pool live.
+
+The scoring itself is ``core.scoring.pipeline.score_iter``; this module only resolves the user's
+choices into loaded models (cached in ``app.resources``) and runs the iterator in an ``app.jobs.Job``
+so rows appear as they finish and the run can be stopped. ``SCORER`` can be set to a function with
+``score_iter``'s signature (tests use a fast fake).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+from app.jobs import Job
+from app.pool import Pool
+
+FALLBACK_MLIP_NAMES = ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "orb")
+NOVELTY_KINDS = {"none": "none (novelty not judged)",
+                 "training": "the base model's training structures (matbench_dielectric + MP hull sets)"}
+SCORER: Callable | None = None          # replaces core.scoring.pipeline.score_iter (tests; env CFRL_APP_SCORER)
+STATIC_BATCH = 8                        # structures per batched model call: small, so rows appear often
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """What the Score page asks: MLIP, relaxation, hull reference, novelty reference."""
+
+    mlip: str = "m3gnet"
+    relax: bool = False
+    hull: str = "bundled"        # "bundled" | "mp-api" | path to an entries file | "none"
+    novelty: str = "none"        # key of NOVELTY_KINDS
+    properties: bool = True      # band gap, ε_elec, FoM
+
+    def with_(self, **kw) -> "ScoreSettings":
+        return replace(self, **kw)
+
+    def describe(self) -> str:
+        relax = "relaxed" if self.relax else "static"
+        return f"{self.mlip}, {relax}, hull: {self.hull}"
+
+
+def _scorer_from_env() -> None:
+    """``CFRL_APP_SCORER=package.module:function`` or ``path/to/file.py:function`` plugs in another
+    scorer with ``score_iter``'s signature (the browser tests use a fast fake this way)."""
+    global SCORER
+    spec = os.environ.get("CFRL_APP_SCORER", "").strip()
+    if SCORER is not None or not spec:
+        return
+    module, _, name = spec.rpartition(":") if spec.count(":") else (spec, "", "score_iter")
+    if module.endswith(".py"):
+        loader = importlib.util.spec_from_file_location(f"cfrl_app_scorer_{abs(hash(module))}", module)
+        mod = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(mod)
+    else:
+        mod = importlib.import_module(module)
+    SCORER = getattr(mod, name or "score_iter")
+
+
+def scoring_unavailable() -> str | None:
+    """Why scoring cannot run here (a message naming what is missing), or None."""
+    if SCORER is not None:
+        return None
+    try:
+        import core.scoring.mlip  # noqa: F401
+        import core.scoring.pipeline  # noqa: F401
+    except ImportError as exc:
+        return (f"The scoring engine is not installed ({exc}). It lives in core/scoring/; "
+                "update the checkout (git pull) or run `make setup`.")
+    return None
+
+
+def mlip_names() -> tuple[str, ...]:
+    try:
+        from core.scoring.mlip import MLIP_NAMES
+    except ImportError:
+        return FALLBACK_MLIP_NAMES
+    return tuple(MLIP_NAMES)
+
+
+def default_settings() -> ScoreSettings:
+    try:
+        from core.scoring.mlip import DEFAULT_MLIP
+    except ImportError:
+        DEFAULT_MLIP = FALLBACK_MLIP_NAMES[0]
+    return ScoreSettings(mlip=DEFAULT_MLIP, novelty="training" if training_set_available() else "none")
+
+
+def hull_kinds() -> tuple[str, ...]:
+    try:
+        from core.scoring.hull import HULL_KINDS
+    except ImportError:
+        return ("bundled", "mp-api")
+    return tuple(HULL_KINDS)
+
+
+def training_set_available() -> bool:
+    try:
+        import core.data  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def training_structures(kind: str) -> list:
+    """The structures novelty is judged against (``NOVELTY_KINDS`` key other than "none")."""
+    from core import data
+
+    structures, _ = data.load_matbench_dielectric()
+    return list(structures) + list(data.load_hull_structures())
+
+
+def resolve(settings: ScoreSettings) -> dict:
+    """Keyword arguments for ``score_iter``: loaded (cached) models instead of names.
+
+    Raises the core's typed errors (MissingResourceError for absent weights or entries files).
+    """
+    if SCORER is not None:
+        return dict(mlip=settings.mlip, relax=settings.relax, hull=settings.hull, properties=settings.properties,
+                    training_set=None)
+    from app import resources
+
+    mlip = resources.mlip(settings.mlip)
+    hull = None if settings.hull == "none" else resources.hull_reference(settings.hull, settings.mlip)
+    novelty = None if settings.novelty == "none" else resources.novelty_reference(settings.novelty)
+    return dict(mlip=mlip, relax=settings.relax, hull=hull, properties=settings.properties, training_set=novelty)
+
+
+def start_scoring(targets: Sequence[tuple[Pool, Sequence[int]]], settings: ScoreSettings, name: str = "scoring") -> Job:
+    """Score the given pool entries in a background job; each finished row is stored in its pool.
+
+    ``targets``: (pool, ids) pairs, so one run can score several pools (the Compare page's two arms).
+    The job's items are (pool id, row) pairs.
+    """
+    kwargs = resolve(settings)
+    keys = [(pool, i) for pool, ids in targets for i in ids if pool.structure(i) is not None]
+    structures = [pool.structure(i) for pool, i in keys]
+    score_iter = SCORER
+    if score_iter is None:
+        from core.scoring.pipeline import score_iter
+
+    def run(should_stop):
+        for index, row in score_iter(structures, should_stop=should_stop,
+                                     batch_size=1 if settings.relax else STATIC_BATCH, **kwargs):
+            pool, entry_id = keys[index]
+            pool.record_score(entry_id, row)
+            yield entry_id, row
+
+    return Job(name, run, total=len(structures)).start()
+
+
+_scorer_from_env()

@@ -1,0 +1,244 @@
+"""Reusable Streamlit widgets: page header, error messages, checkpoint / space group / element pickers,
+scoring settings and job progress.
+
+Widgets only collect choices and show state; they never compute results (those happen on an explicit
+button press in the pages and are kept in ``app.state``).
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Callable
+
+import streamlit as st
+
+from app import checkpoints as ck
+from app import state
+from app.jobs import Job
+from core.errors import CheckpointError, CrystalFormerError, InvalidInputError, MissingResourceError
+
+TRAINING = "training distribution"
+OTHER_PATH = "Other checkpoint (path)…"
+
+
+# ---------------------------------------------------------------------------------------------
+# page furniture and messages
+# ---------------------------------------------------------------------------------------------
+def page_header(title: str, explanation: str) -> None:
+    """Every page opens the same way: a title and one line saying what the page is for."""
+    st.title(title)
+    st.caption(explanation)
+
+
+def error_text(exc: BaseException, context: str = "") -> tuple[str, str]:
+    """(level, message) for an exception: level 'warning' for bad input, 'error' otherwise.
+
+    The core's typed errors already name what is missing and how to fix it; anything else is shown
+    as its type and message (a bug, but the page keeps working).
+    """
+    prefix = f"{context[:1].upper()}{context[1:]}: " if context else ""
+    if isinstance(exc, InvalidInputError):
+        return "warning", f"{prefix}{exc}"
+    if isinstance(exc, MissingResourceError):
+        return "error", f"{prefix}missing — {exc}"
+    if isinstance(exc, CheckpointError):
+        return "error", f"{prefix}unusable checkpoint — {exc}"
+    if isinstance(exc, CrystalFormerError):
+        return "error", f"{prefix}{exc}"
+    return "error", f"{prefix}{type(exc).__name__}: {exc}"
+
+
+def show_error(exc: BaseException, context: str = "") -> None:
+    level, text = error_text(exc, context)
+    (st.warning if level == "warning" else st.error)(text, icon="⚠️" if level == "warning" else "🚫")
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------------------------
+def checkpoint_picker(key: str, label: str = "Checkpoint", default: str | None = None,
+                      container=None) -> ck.CheckpointRef | None:
+    """Shipped / fine-tuned checkpoints, or a typed path (official .pkl + optional config JSON)."""
+    box = container or st
+    refs = ck.find_checkpoints()
+    options = [r.label for r in refs] + [OTHER_PATH]
+    names = [r.name for r in refs]
+    index = names.index(default) if default in names else 0
+    choice = box.selectbox(label, options, index=index, key=f"{key}-choice",
+                           help=f"Folders with params.npz or a .pkl under {ck.settings.checkpoints_dir()} "
+                                f"or {ck.finetuned_dir()}")
+    if choice != OTHER_PATH:
+        return refs[options.index(choice)]
+    path = box.text_input("Checkpoint path", key=f"{key}-path", placeholder="/path/to/epoch_005500.pkl or folder",
+                          help="Our folder format (config.json + params.npz) or an official CrystalFormer .pkl")
+    config = box.text_input("Config JSON (official .pkl only, optional)", key=f"{key}-config",
+                            help="Hyperparameters of the pickle; empty = the paper's (16 layers, 16 heads)")
+    if not path.strip():
+        box.info("Enter the path of a checkpoint folder or .pkl file.")
+        return None
+    return ck.from_path(path, config)
+
+
+def load_checkpoint(ref: ck.CheckpointRef | None, container=None):
+    """The loaded checkpoint, or None with an inline message saying what is wrong and how to fix it."""
+    from app import resources
+
+    box = container or st
+    if ref is None:
+        box.warning(f"No checkpoint selected. Shipped checkpoints go in {ck.settings.checkpoints_dir()} "
+                    "(set CFRL_CHECKPOINTS_DIR to use another folder), or pick “Other checkpoint (path)…”.")
+        return None
+    try:
+        with st.spinner(f"Loading {ref.name}…"):
+            return resources.load_checkpoint(ref)
+    except Exception as exc:  # noqa: BLE001
+        with box:
+            show_error(exc, f"cannot load checkpoint {ref.name}")
+        return None
+
+
+def sidebar_checkpoint() -> None:
+    """The sidebar: global checkpoint choice (Generate, Learn, Fine-tune use it) and its facts."""
+    with st.sidebar:
+        st.markdown("### Model")
+        refs = ck.find_checkpoints()
+        if not refs:
+            st.warning(f"No checkpoints in {ck.settings.checkpoints_dir()}. Put one there (folder with "
+                       "params.npz, or an official .pkl), set CFRL_CHECKPOINTS_DIR, or type a path below.")
+        current = state.checkpoint_ref()
+        ref = checkpoint_picker("sidebar-ckpt", default=current.name if current else "base")
+        state.put(state.CHECKPOINT, ref)
+        loaded = load_checkpoint(ref) if ref is not None else None
+        if loaded is not None:
+            facts = ck.describe(loaded)
+            st.markdown("\n".join(f"- **{k}**: {v}" for k, v in facts.items() if k != "name"))
+        running = state.any_running()
+        if running:
+            st.markdown("### Running")
+            for job in running:
+                st.caption(job.status_line())
+
+
+# ---------------------------------------------------------------------------------------------
+# space groups and elements
+# ---------------------------------------------------------------------------------------------
+@functools.cache
+def spacegroup_options() -> tuple[str, ...]:
+    """'training distribution' then '1 P1 (triclinic)' … '230 Ia-3d (cubic)'."""
+    from core.wyckoff import spacegroup_label
+
+    return (TRAINING,) + tuple(spacegroup_label(g) for g in range(1, 231))
+
+
+def parse_spacegroup_option(option: str) -> int | str:
+    """The picker's option -> 225 or 'train'."""
+    return "train" if option == TRAINING else int(option.split()[0])
+
+
+def spacegroup_picker(key: str, default: int = 225, allow_training: bool = True, container=None) -> int | str:
+    box = container or st
+    options = spacegroup_options() if allow_training else spacegroup_options()[1:]
+    index = options.index(next(o for o in options if o.split()[0] == str(default)))
+    choice = box.selectbox("Space group", options, index=index, key=key,
+                           help="Number, Hermann–Mauguin symbol and crystal system; type to search. "
+                                "“training distribution” draws each sample's space group from the "
+                                "checkpoint's training data.")
+    return parse_spacegroup_option(choice)
+
+
+@functools.cache
+def element_symbols() -> tuple[str, ...]:
+    from pymatgen.core import Element
+
+    return tuple(Element.from_Z(z).symbol for z in range(1, 119))
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring settings and progress
+# ---------------------------------------------------------------------------------------------
+def score_settings_form(key: str = "score", container=None):
+    """MLIP, relax, hull reference, novelty reference; stores and returns a ScoreSettings."""
+    from app import scoring
+
+    box = container or st
+    current = state.score_settings()
+    names = scoring.mlip_names()
+    c1, c2, c3, c4 = box.columns([1.2, 0.8, 1.4, 1.6])
+    mlip = c1.selectbox("Interatomic potential", names,
+                        index=names.index(current.mlip) if current.mlip in names else 0, key=f"{key}-mlip",
+                        help="Energies for E_hull; m3gnet is trained on Materials Project energies (MP2020-compatible)")
+    relax = c2.toggle("Relax first", value=current.relax, key=f"{key}-relax",
+                      help="FIRE + cell filter, fmax 0.1 eV/Å, ≤ 500 steps; slower (rows arrive one by one)")
+    hull_options = list(scoring.hull_kinds()) + ["entries file…", "none"]
+    hull_now = current.hull if current.hull in hull_options else "entries file…"
+    hull = c3.selectbox("Hull reference", hull_options, index=hull_options.index(hull_now), key=f"{key}-hull",
+                        help="bundled: MP structures + elements computed with the same MLIP (offline); "
+                             "mp-api: Materials Project (needs MP_API_KEY); or a pymatgen entries JSON")
+    if hull == "entries file…":
+        hull = c3.text_input("Entries file", value=current.hull if hull_now == "entries file…" else "",
+                             key=f"{key}-hull-path", placeholder="../shared/data/hulls/Li-Co-Ni-O.json.gz").strip() or "none"
+    novelty_keys = list(scoring.NOVELTY_KINDS)
+    novelty = c4.selectbox("Novelty against", novelty_keys, format_func=scoring.NOVELTY_KINDS.get,
+                           index=novelty_keys.index(current.novelty) if current.novelty in novelty_keys else 0,
+                           key=f"{key}-novelty", disabled=not scoring.training_set_available())
+    settings = current.with_(mlip=mlip, relax=relax, hull=hull, novelty=novelty)
+    state.put(state.SCORE_SETTINGS, settings)
+    return settings
+
+
+def start_scoring(targets, settings, job_name: str = "scoring") -> Job | None:
+    """Resolve models (spinner) and start a scoring job; inline message and None when impossible."""
+    from app import scoring
+
+    missing = scoring.scoring_unavailable()
+    if missing:
+        st.error(missing, icon="🚫")
+        return None
+    if not any(ids for _, ids in targets):
+        st.info("Nothing to score: every structure already has a score row (or none could be built).")
+        return None
+    try:
+        with st.spinner(f"Loading {settings.mlip} and the {settings.hull} hull reference…"):
+            job = scoring.start_scoring(targets, settings, name=job_name)
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc, "cannot start scoring")
+        return None
+    return state.set_job(job_name, job)
+
+
+def job_progress(job: Job | None, *, label: str, on_finish: Callable[[], None] | None = None,
+                 key: str = "job", rerun_on_progress_s: float | None = None) -> None:
+    """A live progress block for a background job, refreshed every second while it runs, with Stop.
+
+    When the job ends the whole page reruns once (so tables and plots show the final state); with
+    ``rerun_on_progress_s`` it also reruns when new items arrived, at most that often (seconds).
+    """
+    if job is None:
+        return
+
+    @st.fragment(run_every=1.0 if job.running else None)
+    def block() -> None:
+        total = job.total or 0
+        fraction = (job.done / total) if total else (1.0 if not job.running else 0.0)
+        st.progress(min(1.0, fraction), text=f"{label}: {job.status_line()}")
+        if job.running:
+            if st.button("Stop", key=f"{key}-stop", type="secondary", icon="⏹️"):
+                job.stop()
+                st.toast("Stopping after the current batch…")
+        elif job.error:
+            st.error(f"{label} ended with an error: {job.error}", icon="🚫")
+        seen = state.get(f"{key}-seen")
+        status = (job.running, job.done)
+        state.put(f"{key}-seen", status)
+        if seen is None or seen == status:
+            return
+        if not job.running:
+            if on_finish:
+                on_finish()
+            st.rerun()
+        last = state.get(f"{key}-rerun-at", 0.0)
+        if rerun_on_progress_s is not None and time.time() - last >= rerun_on_progress_s:
+            state.put(f"{key}-rerun-at", time.time())
+            st.rerun()
+
+    block()

@@ -1,0 +1,71 @@
+"""Fine-tune: a short live PPO run from the browser; the result becomes a selectable checkpoint."""
+import streamlit as st
+
+from app import finetune, state, widgets
+from app.jobs import Job
+from app.plots import ppo_figure
+
+widgets.page_header("Fine-tune", "Reinforcement fine-tuning (PPO with a KL penalty to the starting model) for a few "
+                                 "steps on this machine: watch reward and KL change, stop any time, and use the "
+                                 "result as a new checkpoint.")
+missing = finetune.unavailable()
+if missing:
+    st.warning(missing, icon="🚧")
+    st.markdown("When it is available, this page will: take the model in the sidebar as the starting point (and KL "
+                "base), sample a small batch per step, reward it (−E_hull or FoM), update the model with PPO and draw "
+                "the mean reward, the KL divergence to the base, mean E_hull / FoM and the buildable fraction after "
+                "every step. The result is saved as a checkpoint you can pick in the sidebar.")
+    st.stop()
+
+ref = state.checkpoint_ref()
+job = state.job("finetune")
+busy = bool(job and job.running)
+with st.form("ft-form"):
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+    reward = c1.selectbox("Reward", list(finetune.REWARDS), format_func=finetune.REWARDS.get, key="ft-reward")
+    steps = c2.number_input("PPO steps", 1, finetune.MAX_STEPS, 5, key="ft-steps")
+    batch = c3.number_input("Batch (crystals/step)", 2, finetune.MAX_BATCH, 8, key="ft-batch")
+    tau = c4.number_input("τ (KL weight)", 0.0, 10.0, None, step=0.1, key="ft-tau", format="%.2f",
+                          placeholder="paper: 0.1 / 2", help="empty: the paper's value (0.1 for −E_hull, 2 for FoM)")
+    d1, d2, d3, d4 = st.columns([2, 1, 1, 1])
+    spacegroup = widgets.spacegroup_picker("ft-sg", default=225, container=d1)
+    lr = d2.number_input("Learning rate", 1e-6, 1e-2, 1e-4, format="%.0e", key="ft-lr")
+    seed = d3.number_input("Seed", 0, 10_000, 0, key="ft-seed")
+    name = d4.text_input("Save as", key="ft-name", placeholder="automatic")
+    start = st.form_submit_button("Start fine-tuning", type="primary", disabled=busy, icon=":material/play_arrow:")
+st.caption(f"E_hull rewards use the Score page's potential and hull: {state.score_settings().describe()}. "
+           "Each step samples, scores and updates the model; on a CPU a step takes from seconds (small models) "
+           "to minutes (the paper-size model).")
+
+if start:
+    policy = widgets.load_checkpoint(ref)
+    if policy is not None:
+        request = finetune.FineTuneRequest(reward, int(steps), int(batch),
+                                           float(tau) if tau is not None else finetune.DEFAULT_TAU[reward],
+                                           float(lr), spacegroup, int(seed),
+                                           name.strip() or finetune.default_name(policy.name, reward))
+        try:
+            request.check()
+        except Exception as exc:  # noqa: BLE001
+            widgets.show_error(exc)
+        else:
+            settings = state.score_settings()
+            job = state.set_job("finetune", Job(
+                "fine-tuning", lambda stop: finetune.ppo_steps(policy, request, mlip=settings.mlip, hull=settings.hull),
+                total=request.steps).start())
+            state.put(state.FINETUNE, {"request": request, "from": policy.name})
+            st.rerun()
+
+run = state.get(state.FINETUNE)
+if job is None or run is None:
+    st.info("Pick the starting model in the sidebar, choose a reward and press **Start fine-tuning**.")
+else:
+    request = run["request"]
+    widgets.job_progress(job, label=f"PPO from {run['from']} ({finetune.REWARDS[request.reward]})", key="ft-job",
+                         rerun_on_progress_s=0.5)
+    if job.items:
+        st.plotly_chart(ppo_figure(job.items), width="stretch", key="ft-curves")
+        st.dataframe(job.items, width="stretch", hide_index=True)
+    if not job.running and job.items:
+        st.success(f"Saved as **{request.name}** in {finetune.output_dir(request.name)}; pick it in the sidebar "
+                   "to generate with it, or compare it with its starting model on the Compare page.", icon="✅")

@@ -1,0 +1,74 @@
+"""Generate: sample crystals from a CrystalFormer checkpoint in a chosen space group."""
+import time
+
+import streamlit as st
+
+from app import state, tables, widgets
+from app.generation import GenerateRequest, generate, sample_summary, with_spacegroup_labels
+from app.navigation import link
+from app.pool import GENERATED
+
+widgets.page_header("Generate", "Sample crystals from the model in the sidebar: pick a space group, how many, "
+                                "the sampling temperature and which elements may appear.")
+ref = state.checkpoint_ref()
+pool = state.pool()
+
+with st.form("generate-form", border=True):
+    c1, c2, c3, c4 = st.columns([2.2, 1, 1, 1])
+    spacegroup = widgets.spacegroup_picker("gen-sg", default=225, container=c1)
+    num = c2.number_input("Samples", 1, 1000, 100, step=10, key="gen-num")
+    temperature = c3.number_input("Temperature", 0.1, 3.0, 1.0, step=0.1, key="gen-temp", format="%.2f",
+                                  help="1 samples the model's own distribution; lower is more conservative")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, 0, key="gen-seed", help="same seed, same crystals")
+    e1, e2, e3 = st.columns([2, 2, 1.2])
+    elements = e1.multiselect("Only these elements (optional)", widgets.element_symbols(), key="gen-elements",
+                              placeholder="any element")
+    exclude = e2.multiselect("Never these elements", widgets.element_symbols(), key="gen-exclude",
+                             placeholder="none excluded")
+    auto_score = e3.toggle("Score right away", value=True, key="gen-autoscore",
+                           help="Start static scoring (Score page settings) as soon as the samples exist")
+    submitted = st.form_submit_button("Generate", type="primary", icon=":material/auto_awesome:")
+
+if submitted:
+    request = GenerateRequest(spacegroup, int(num), float(temperature), tuple(elements), tuple(exclude), int(seed))
+    checkpoint = widgets.load_checkpoint(ref)
+    if checkpoint is not None:
+        bar = st.progress(0.0, text=f"Sampling {request.describe()} with {checkpoint.name}…")
+        t0 = time.time()
+        try:
+            samples = generate(checkpoint, request,
+                               progress=lambda done, total: bar.progress(done / total, text=f"Sampled {done}/{total}"))
+        except Exception as exc:  # noqa: BLE001 - shown inline, previous results stay
+            bar.empty()
+            widgets.show_error(exc, "cannot generate")
+        else:
+            bar.empty()
+            old = state.job("scoring")
+            if old is not None and old.running:
+                old.stop()
+            pool.clear(GENERATED)
+            ids = pool.add_samples(samples, source=checkpoint.name)
+            pool.generation = {"checkpoint": checkpoint.name, "request": request, "seconds": time.time() - t0}
+            if auto_score:
+                widgets.start_scoring([(pool, pool.unscored_ids())], state.score_settings())
+
+frame = pool.entries_frame()
+generated = frame[frame["kind"] == GENERATED]
+if generated.empty:
+    st.info("No samples yet: choose settings and press **Generate**.")
+else:
+    info = pool.generation
+    if info:
+        st.caption(f"{info['request'].describe()} · model {info['checkpoint']} · {info['seconds']:.1f} s")
+    cols = st.columns(4)
+    for col, (name, value) in zip(cols, sample_summary(generated).items()):
+        col.metric(name, value)
+    widgets.job_progress(state.job("scoring"), label="Scoring", key="gen-scoring")
+    view = tables.view(with_spacegroup_labels(generated), tables.SAMPLE_VIEW)
+    st.dataframe(view, hide_index=True, width="stretch", column_config=tables.column_config(view.columns),
+                 height=min(600, 38 + 35 * len(view)))
+    c1, c2, _ = st.columns([1, 1, 4])
+    with c1:
+        link("score", "Score these →")
+    with c2:
+        link("explore", "Explore →")

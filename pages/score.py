@@ -1,0 +1,68 @@
+"""Score: energies, E_hull, band gap, ε_elec and FoM of the generated and uploaded structures, live."""
+import streamlit as st
+
+from app import state, tables, uploads, widgets
+from app.navigation import link
+from app.pool import counts
+
+widgets.page_header("Score", "Judge each structure with an interatomic potential (energy, E_hull against a "
+                             "reference hull) and property models (band gap, ε_elec, FoM = ε·E_g). Rows fill in as "
+                             "they finish; you can stop at any time and keep what is done.")
+pool = state.pool()
+settings = widgets.score_settings_form("score")
+
+with st.expander("Add your own structures (CIF, POSCAR, extxyz, pymatgen JSON)", expanded=False):
+    missing = uploads.reader_unavailable()
+    if missing:
+        st.info(missing)
+    else:
+        files = st.file_uploader("Structure files", accept_multiple_files=True, key="score-upload",
+                                 help="Each file may hold several structures; they are scored alongside the samples")
+        seen = state.get("uploaded-files", set())
+        reports = state.get("upload-reports", [])
+        for f in files or []:
+            tag = (f.name, f.size)
+            if tag in seen:
+                continue
+            seen.add(tag)
+            reports.append(uploads.ingest(pool, f.name, f.getvalue()))
+        state.put("uploaded-files", seen)
+        state.put("upload-reports", reports)
+        for r in reports:
+            if r.added:
+                st.success(f"{r.name}: {r.added} structure(s) added", icon="✅")
+            for e in r.errors:
+                st.warning(f"{r.name}: {e}", icon="⚠️")
+
+frame = pool.scored_frame()
+n = counts(frame)
+job = state.job("scoring")
+todo = pool.unscored_ids()
+c1, c2, c3 = st.columns([1.4, 1.2, 3])
+start = c1.button(f"Score {len(todo)} structure(s)", type="primary", disabled=not todo or bool(job and job.running),
+                  icon=":material/play_arrow:", key="score-start")
+rescore = c2.button("Re-score all", disabled=not n["buildable"] or bool(job and job.running), key="score-again",
+                    help="Forget the scores and score every structure again with these settings")
+c3.caption(f"{n['total']} structures · {n['buildable']} buildable · {n['scored']} scored · {n['errors']} with errors · "
+           f"settings: {settings.describe()}")
+if rescore:
+    pool.scores.clear()
+    todo = pool.unscored_ids()
+if start or rescore:
+    job = widgets.start_scoring([(pool, todo)], settings)
+    st.rerun()
+
+widgets.job_progress(job, label="Scoring", key="score-scoring")
+
+if n["total"] == 0:
+    st.info("Nothing to score yet: generate samples first, or upload structure files above.")
+    link("generate", "Go to Generate")
+else:
+    view = tables.view(pool.scored_frame(), tables.SCORE_VIEW)
+    st.dataframe(view, hide_index=True, width="stretch", column_config=tables.column_config(view.columns),
+                 height=min(640, 38 + 35 * len(view)), key="score-table")
+    scored = pool.scored_frame(only_scored=True)
+    if len(scored):
+        st.download_button("Download scores (CSV)", scored.drop(columns=["kind"]).to_csv(index=False).encode(),
+                           file_name="scores.csv", mime="text/csv", key="score-csv")
+        link("explore", "Explore the scored structures →")

@@ -1,0 +1,70 @@
+"""Shortlist: the candidates kept from Explore, with notes and tags, exported as CIF zip or CSV."""
+import streamlit as st
+
+from app import detail, shortlisting, tables, widgets
+from app.navigation import link
+
+widgets.page_header("Shortlist", "Candidates you kept, stored on disk (they survive restarts and are shared by "
+                                 "every browser session). Edit notes and tags in the table; export as CIF files or CSV.")
+missing = shortlisting.unavailable()
+if missing:
+    st.info(missing)
+    st.stop()
+try:
+    store = shortlisting.store()
+    listing = store.list()
+except Exception as exc:  # noqa: BLE001
+    widgets.show_error(exc, "cannot open the shortlist")
+    st.stop()
+st.caption(f"{len(listing)} entries in {store.path}")
+if listing.empty:
+    st.info("Nothing kept yet: open a structure on the Explore page and press **Add to shortlist**.")
+    link("explore", "Go to Explore")
+    st.stop()
+
+table = shortlisting.editable_frame(listing)
+config = tables.column_config(table.columns)
+config["select"] = st.column_config.CheckboxColumn("Select", help="rows to export or remove")
+config["notes"] = st.column_config.TextColumn("Notes", width="large")
+config["tags"] = st.column_config.TextColumn("Tags", help="comma-separated")
+config["spacegroup_symbol"] = st.column_config.TextColumn("Symbol")
+edited = st.data_editor(table, key="shortlist-editor", hide_index=True, width="stretch", column_config=config,
+                        disabled=[c for c in table.columns if c not in ("select", "notes", "tags")])
+chosen = [int(i) for i in edited.loc[edited["select"], "id"]]
+scope = chosen or [int(i) for i in listing["id"]]
+scope_text = f"{len(chosen)} selected" if chosen else f"all {len(scope)}"
+
+c1, c2, c3, c4 = st.columns(4)
+changes = shortlisting.edits(table, edited)
+if c1.button(f"Save notes & tags ({len(changes)})", disabled=not changes, type="primary", key="shortlist-save"):
+    for entry_id, notes, tags in changes:
+        try:
+            store.update(entry_id, notes=notes, tags=tags)
+        except Exception as exc:  # noqa: BLE001 - e.g. removed in another session meanwhile
+            widgets.show_error(exc, f"entry #{entry_id}")
+    st.toast(f"Saved {len(changes)} change(s)")
+    st.rerun()
+if c2.button(f"Remove selected ({len(chosen)})", disabled=not chosen, key="shortlist-remove"):
+    for entry_id in chosen:
+        store.remove(entry_id)
+    st.rerun()
+try:
+    from core.export import cif_zip, properties_csv
+
+    c3.download_button(f"CIF zip ({scope_text})", cif_zip(store.entries(scope)), file_name="shortlist-cifs.zip",
+                       mime="application/zip", key="shortlist-zip", icon=":material/download:")
+    c4.download_button(f"CSV ({scope_text})", properties_csv(listing[listing["id"].isin(scope)]),
+                       file_name="shortlist.csv", mime="text/csv", key="shortlist-csv", icon=":material/download:")
+except Exception as exc:  # noqa: BLE001
+    widgets.show_error(exc, "cannot export")
+
+st.divider()
+labels = {int(r["id"]): f"#{int(r['id'])} {r['formula']} ({r['source']})" for _, r in listing.iterrows()}
+pick = st.selectbox("Show entry", list(labels), format_func=labels.get, key="shortlist-pick")
+try:
+    entry = store.get(pick)
+except Exception as exc:  # noqa: BLE001 - removed in another session
+    widgets.show_error(exc)
+else:
+    detail.structure_panel(entry.structure, entry.properties, title=f"{entry.formula} · shortlist #{entry.id}",
+                           key=f"s{entry.id}", token_string=entry.token_string)
