@@ -167,3 +167,63 @@ def test_bundled_hull_through_the_pipeline(fakes):
 
 
 # ---------------------------------------------------------------- real default models (end to end)
+
+
+@pytest.fixture(scope="module")
+def real_cache(tmp_path_factory):
+    """One hull cache for the real-model tests of this module (references are computed once)."""
+    previous = os.environ.get("CFRL_CACHE_DIR")
+    os.environ["CFRL_CACHE_DIR"] = str(tmp_path_factory.mktemp("real-cache"))
+    hull._STORES.clear()
+    hull._REFERENCES.clear()
+    yield
+    hull._STORES.clear()
+    hull._REFERENCES.clear()
+    if previous is None:
+        os.environ.pop("CFRL_CACHE_DIR", None)
+    else:
+        os.environ["CFRL_CACHE_DIR"] = previous
+
+
+def _properties_available() -> bool:
+    try:
+        pipeline.load_property_models()
+    except Exception:  # noqa: BLE001 - the dielectric model may not be built yet
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_real_models_bad_batch_errors_only_in_bad_rows(real_cache):
+    """The default MLIP, band gap / dielectric models and the bundled hull on a batch with every kind of
+    bad structure: those rows carry the reason, the others are scored (rock-salt NaCl, KBr, LiF are all
+    on Materials Project's hull, E_hull = 0, and PBE band gaps of 5.0 / 4.3 / 8.7 eV)."""
+    items, expected = bad_batch()
+    items[4] = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.6), ["Po", "O"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    expected[4] = "Po"   # polonium is outside M3GNet-MP-2021's 89 elements
+    properties = _properties_available()
+    df = score(items, hull="bundled", properties=properties, batch_size=4)
+    for i, row in df.iterrows():
+        if i in expected:
+            assert row["error"] and expected[i] in row["error"], (i, row["error"])
+            assert missing(row["energy_ev"])
+            continue
+        assert row["error"] is None, row["error"]
+        assert abs(row["e_above_hull"]) < 0.08, (row["formula"], row["e_above_hull"])
+        assert row["hull_reference"] == "bundled-v1/m3gnet" and not row["hull_elements_only"]
+        assert -4.0 < row["e_form_per_atom"] < -1.5
+        if properties:
+            assert row["band_gap_ev"] > 3.0 and row["eps_elec"] > 1.0
+            assert row["fom_ev"] == pytest.approx(row["band_gap_ev"] * row["eps_elec"])
+    assert "isolated atom" in df.loc[5, "error"]
+
+
+@pytest.mark.slow
+def test_real_relaxation_recovers_rock_salt(real_cache):
+    strained = rocksalt(5.95).get_primitive_structure()   # 4.6 % expanded NaCl, 2 atoms
+    df = score([strained], relax=True, hull=None, properties=False)
+    row = df.iloc[0]
+    assert row["relaxed"] and row["relax_converged"] and row["relax_steps"] > 0
+    assert row["match_relaxed"] and row["rmsd_relaxed"] < 0.05   # the same rock salt, only smaller
+    static = score([strained], hull=None, properties=False).iloc[0]
+    assert row["energy_per_atom"] < static["energy_per_atom"]
