@@ -31,8 +31,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from core import wyckoff
+from core import settings, wyckoff
 from core.config import ModelConfig
+
+# Compiled decoding loops take seconds to build on a CPU; keep them on disk between processes.
+if not jax.config.jax_compilation_cache_dir:
+    try:
+        jax.config.update("jax_compilation_cache_dir", str(settings.cache_dir() / "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    except Exception:  # pragma: no cover - a read-only home just means no persistent cache
+        pass
 
 NEG_INF = 1e10  # the reference's additive mask value
 
