@@ -1,0 +1,69 @@
+"""matgl potentials (M3GNet, TensorNet) loaded through ``legacy_matgl`` so they give their published numbers.
+
+Batched ``predict`` turns each structure into a matgl PyG graph, merges them into one
+``torch_geometric`` batch and evaluates energy, forces (−dE/dx) and stress (dE/dε / V) in one pass.
+Energy corrections: M3GNet-MP-2021.2.8-PES predicts raw MP PBE/PBE+U energies (MP2020 applies);
+the two MatPES models predict MatPES-PBE energies (no correction; not on MP's GGA+U scale).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pymatgen.core import Structure
+
+from core.scoring.legacy_matgl import load_matgl
+from core.scoring.mlip import GPA_PER_EV_A3, BatchedMLIP, stress_3x3_to_voigt
+
+
+class MatglPES(BatchedMLIP):
+    """A matgl ``Potential`` (energy, forces, stress) as an MLIP."""
+
+    def __init__(self, name: str, label: str, energy_scale: str, device: str, **load_kw) -> None:
+        self.name, self.label, self.energy_scale, self.device = name, label, energy_scale, device
+        self.mp_compatible = energy_scale == "mp-raw"
+        self.potential = load_matgl(label, device=device, **load_kw)
+        self.potential.calc_forces = True
+        self.potential.calc_stresses = True
+        model = self.potential.model
+        self.elements = frozenset(model.element_types)
+        self.cutoff_a = float(model.cutoff)
+        from matgl.ext.pymatgen import Structure2Graph
+
+        self._converter = Structure2Graph(element_types=model.element_types, cutoff=model.cutoff)
+
+    def calculator(self):
+        from matgl.ext.ase import PESCalculator
+
+        return PESCalculator(self.potential, stress_unit="eV/A3", use_voigt=True)
+
+    def _predict_batch(self, structures: list[Structure]) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        from torch_geometric.data import Batch
+
+        graphs, lattices = [], []
+        for structure in structures:
+            graph, lattice, _ = self._converter.get_graph(structure)
+            graphs.append(graph)
+            lattices.append(lattice.reshape(1, 3, 3))
+        batch = Batch.from_data_list(graphs).to(self.device)
+        lattice = torch.cat(lattices).to(self.device)
+        energies, forces, stresses, _ = self.potential(batch, lattice)
+        energies = energies.detach().reshape(-1).cpu().numpy().astype(float)
+        forces = forces.detach().cpu().numpy().astype(float)
+        stress = stress_3x3_to_voigt(stresses.detach().cpu().numpy().reshape(-1, 3, 3)) / GPA_PER_EV_A3
+        splits = np.cumsum([len(s) for s in structures])[:-1]
+        return list(zip(energies.tolist(), np.split(forces, splits), stress))
+
+
+def m3gnet_mp(device: str, **kw) -> MatglPES:
+    """M3GNet-MP-2021.2.8-PES: MP relaxation trajectories 2021; raw MP energies (mp_compatible)."""
+    return MatglPES("m3gnet", "M3GNet-MP-2021.2.8-PES", "mp-raw", device, **kw)
+
+
+def m3gnet_matpes(device: str, **kw) -> MatglPES:
+    """M3GNet-MatPES-PBE-v2025.1-PES: MatPES PBE energies (no MP2020 correction)."""
+    return MatglPES("m3gnet-matpes", "M3GNet-MatPES-PBE-v2025.1-PES", "matpes-pbe", device, **kw)
+
+
+def tensornet_matpes(device: str, **kw) -> MatglPES:
+    """TensorNet-MatPES-PBE-v2025.1-PES: MatPES PBE energies (no MP2020 correction)."""
+    return MatglPES("tensornet-matpes", "TensorNet-MatPES-PBE-v2025.1-PES", "matpes-pbe", device, **kw)

@@ -1,0 +1,75 @@
+"""SevenNet-0 (package ``sevenn``; the 11 Jul 2024 checkpoint ships in its wheel) as an MLIP.
+
+Energy scale ``"mp-raw"``: SevenNet-0 was trained on MPtrj's uncorrected PBE/PBE+U energies
+(checked against 25 MP GGA+U oxides: MAE 0.022 eV/atom to the raw, 0.97 eV/atom to the
+MP2020-corrected energies), so it is ``mp_compatible`` and the hull applies MP2020. Batched
+``predict`` collates sevenn graphs into one batch; the ASE calculator uses a second model instance
+because sevenn switches a model between batched and single-graph mode globally.
+"""
+from __future__ import annotations
+
+import numpy as np
+from pymatgen.core import Element, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from core.scoring.mlip import BatchedMLIP
+
+SEVENNET_CHECKPOINT = "7net-0"  # sevenn's name for SevenNet-0 (11Jul2024), shipped in the wheel
+
+
+class SevenNetMLIP(BatchedMLIP):
+    """SevenNet-0 universal potential (energy eV, forces eV/Å, stress eV/Å³)."""
+
+    name = "sevennet"
+    mp_compatible = True
+    energy_scale = "mp-raw"
+    label = "SevenNet-0 (11Jul2024)"
+
+    def __init__(self, device: str, checkpoint: str = SEVENNET_CHECKPOINT) -> None:
+        import sevenn._keys as KEY
+        from sevenn.util import load_checkpoint
+
+        self.device = device
+        self.checkpoint = load_checkpoint(checkpoint)
+        self.model = self._build()
+        self.model.set_is_batch_data(True)
+        self.cutoff_a = float(self.checkpoint.config[KEY.CUTOFF])
+        self.elements = frozenset(Element.from_Z(int(z)).symbol for z in self.model.type_map)
+        self._calc_model = None
+
+    def _build(self):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no tensor-product accelerator" notice
+            model = self.checkpoint.build_model()
+        return model.to(self.device).eval()
+
+    def calculator(self):
+        from sevenn.calculator import SevenNetCalculator
+
+        if self._calc_model is None:
+            self._calc_model = self._build()
+        return SevenNetCalculator(model=self._calc_model, file_type="model_instance", device=self.device)
+
+    def _predict_batch(self, structures: list[Structure]) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        import sevenn._keys as KEY
+        from sevenn.atom_graph_data import AtomGraphData
+        from sevenn.train.dataload import unlabeled_atoms_to_graph
+        from torch_geometric.data import Batch
+
+        graphs = [AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(AseAtomsAdaptor.get_atoms(s), self.cutoff_a))
+                  for s in structures]
+        batch = Batch.from_data_list(graphs).to(self.device)
+        output = self.model(batch)
+        energies = output[KEY.PRED_TOTAL_ENERGY].detach().cpu().numpy().reshape(-1)
+        forces = output[KEY.PRED_FORCE].detach().cpu().numpy()
+        # sevenn's stress order is xx yy zz xy yz zx with the opposite sign to ASE
+        stress = -output[KEY.PRED_STRESS].detach().cpu().numpy().reshape(-1, 6)[:, [0, 1, 2, 4, 5, 3]]
+        splits = np.cumsum([len(s) for s in structures])[:-1]
+        return list(zip(energies.astype(float).tolist(), np.split(forces.astype(float), splits), stress))
+
+
+def sevennet(device: str, **kw) -> SevenNetMLIP:
+    """SevenNet-0 (11Jul2024) from the sevenn wheel; ``checkpoint`` picks another sevenn checkpoint."""
+    return SevenNetMLIP(device, **kw)

@@ -1,0 +1,278 @@
+"""Machine-learned interatomic potentials (MLIPs) behind one interface.
+
+Every backend takes pymatgen ``Structure``s and returns, per structure, an ``EnergyResult`` (total
+energy in eV, energy per atom in eV/atom, forces in eV/Å, stress in eV/Å³) or the exception that
+structure raised, so one bad structure never sinks a batch. ``calculator()`` gives the same model
+as an ASE calculator (energy eV, forces eV/Å, stress eV/Å³ in ASE's Voigt order and sign) for
+relaxations.
+
+=====================  ==========================================  =============  ====================================
+name                   model                                        energy scale   energy correction for the hull
+=====================  ==========================================  =============  ====================================
+``m3gnet`` (default)   M3GNet-MP-2021.2.8-PES (matgl)               mp-raw         MP2020 (``mp_compatible=True``)
+``m3gnet-matpes``      M3GNet-MatPES-PBE-v2025.1-PES (matgl)        matpes-pbe     none (``mp_compatible=False``)
+``tensornet-matpes``   TensorNet-MatPES-PBE-v2025.1-PES (matgl)     matpes-pbe     none (``mp_compatible=False``)
+``chgnet``             CHGNet 0.3.0 (MPtrj)                         mp2020         none: already MP2020-corrected
+``sevennet``           SevenNet-0 (11Jul2024, MPtrj)                mp-raw         MP2020 (``mp_compatible=True``)
+``orb``                Orb v2 (MPtrj + Alexandria; weights: file)   mp-raw         MP2020 (``mp_compatible=True``)
+=====================  ==========================================  =============  ====================================
+
+``energy_scale`` says what a backend's energies are: ``"mp-raw"`` raw PBE/PBE+U total energies as
+MP computes them (``mp_compatible=True``: apply ``MaterialsProject2020Compatibility``),
+``"mp2020"`` MP energies with the MP2020 corrections already included (CHGNet was trained on MPtrj's
+corrected energies: against 25 MP GGA+U oxides its MAE is 0.045 eV/atom to the corrected and 0.96
+eV/atom to the raw energies, so correcting again would count the corrections twice), and
+``"matpes-pbe"`` MatPES's PBE settings (no Hubbard U; not on MP's GGA+U scale).
+
+Inputs every backend refuses with a ``ScoringError`` in that slot (``check_structure``): a
+non-finite or degenerate lattice, a disordered structure, more atoms or a longer cell edge than
+``InputLimits`` allow, an element the model was not trained on, two atoms closer than 0.5 Å, and an
+atom with no neighbour within the model's cutoff.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from pymatgen.core import Structure
+
+from core.errors import InvalidInputError, ScoringError
+from core.scoring.device import pick_torch_device
+
+MLIP_NAMES = ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "orb")
+DEFAULT_MLIP = "m3gnet"
+GPA_PER_EV_A3 = 160.21766208  # 1 eV/Å³ in GPa
+
+# registry key -> (module, factory function); modules import their outside library lazily
+_FACTORIES: dict[str, tuple[str, str]] = {
+    "m3gnet": ("core.scoring.backends.matgl_backend", "m3gnet_mp"),
+    "m3gnet-matpes": ("core.scoring.backends.matgl_backend", "m3gnet_matpes"),
+    "tensornet-matpes": ("core.scoring.backends.matgl_backend", "tensornet_matpes"),
+    "chgnet": ("core.scoring.backends.chgnet_backend", "chgnet"),
+    "sevennet": ("core.scoring.backends.sevennet_backend", "sevennet"),
+    "orb": ("core.scoring.backends.orb_backend", "orb"),
+}
+
+
+@dataclass
+class EnergyResult:
+    """Static MLIP prediction for one structure.
+
+    Attributes:
+        energy_ev: total energy, eV.
+        energy_per_atom: total energy / number of sites, eV/atom.
+        forces: (n_sites, 3) forces, eV/Å.
+        stress: (6,) stress in ASE's Voigt order (xx, yy, zz, yz, xz, xy) and sign, eV/Å³
+            (negative under compression).
+    """
+
+    energy_ev: float
+    energy_per_atom: float
+    forces: np.ndarray
+    stress: np.ndarray
+
+
+@runtime_checkable
+class MLIP(Protocol):
+    """What the scoring pipeline needs from an interatomic potential."""
+
+    name: str
+    label: str
+    mp_compatible: bool
+
+    def calculator(self) -> Any: ...
+
+    def predict(self, structures: list[Structure]) -> list[EnergyResult | Exception]: ...
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What a structure may look like before a model sees it.
+
+    Attributes:
+        max_atoms: most sites per structure (memory and time grow with it).
+        max_edge_a: longest lattice vector, Å.
+        min_distance_a: closest allowed pair of atoms, Å (the project's structure-validity bound).
+    """
+
+    max_atoms: int = 2000
+    max_edge_a: float = 500.0
+    min_distance_a: float = 0.5
+
+
+def check_structure(structure: Structure, *, label: str, elements: frozenset[str] | None, cutoff_a: float,
+                    limits: InputLimits = InputLimits()) -> None:
+    """Raise ScoringError with a one-line reason if ``structure`` cannot be given to model ``label``.
+
+    Args:
+        structure: the crystal.
+        label: model name used in messages.
+        elements: element symbols the model covers (None: any).
+        cutoff_a: the model's neighbour cutoff, Å; an atom with no neighbour within it is refused.
+        limits: size and distance bounds.
+    """
+    if not isinstance(structure, Structure):
+        raise ScoringError(f"not a pymatgen Structure: {type(structure).__name__}")
+    if len(structure) == 0:
+        raise ScoringError("empty structure (no sites)")
+    matrix = np.asarray(structure.lattice.matrix, dtype=float)
+    if not np.all(np.isfinite(matrix)) or not np.all(np.isfinite(structure.frac_coords)):
+        raise ScoringError("non-finite lattice or coordinates (NaN or inf)")
+    volume = abs(float(np.linalg.det(matrix)))
+    if not volume > 1e-6:
+        raise ScoringError(f"degenerate lattice (cell volume {volume:.3g} Å³)")
+    if not structure.is_ordered:
+        raise ScoringError("disordered structure (partial occupancies) cannot be evaluated by an MLIP")
+    if len(structure) > limits.max_atoms:
+        raise ScoringError(f"too many atoms: {len(structure)} > {limits.max_atoms}")
+    longest = float(max(structure.lattice.abc))
+    if longest > limits.max_edge_a:
+        raise ScoringError(f"huge cell: lattice vector of {longest:.4g} Å > {limits.max_edge_a:g} Å")
+    if elements is not None:
+        missing = sorted({el.symbol for el in structure.composition.elements} - elements)
+        if missing:
+            raise ScoringError(f"element {', '.join(missing)} not covered by {label}")
+    centres, neighbours, _, distances = structure.get_neighbor_list(max(cutoff_a, limits.min_distance_a))
+    close = distances < limits.min_distance_a
+    if np.any(close):
+        i, j = int(centres[close][0]), int(neighbours[close][0])
+        raise ScoringError(f"overlapping atoms: sites {i} ({structure[i].specie}) and {j} ({structure[j].specie}) "
+                           f"are {float(distances[close].min()):.3f} Å apart (< {limits.min_distance_a} Å)")
+    lonely = np.setdiff1d(np.arange(len(structure)), centres)
+    if lonely.size:
+        site = int(lonely[0])
+        raise ScoringError(f"isolated atom: site {site} ({structure[site].specie}) has no neighbour within "
+                           f"the {cutoff_a:g} Å cutoff of {label}")
+
+
+class BatchedMLIP(ABC):
+    """Common ``predict``: screens each structure, groups the good ones into batches, isolates failures.
+
+    Subclasses set ``name``, ``label``, ``mp_compatible``, ``energy_scale``, ``elements``, ``cutoff_a``
+    and ``device`` and implement ``_predict_batch`` and ``calculator``.
+
+    Attributes:
+        batch_size: most structures per batched model call.
+        max_batch_atoms: most atoms per batched model call.
+    """
+
+    name: str
+    label: str
+    mp_compatible: bool
+    energy_scale: str
+    elements: frozenset[str] | None
+    cutoff_a: float
+    device: str
+    batch_size: int = 32
+    max_batch_atoms: int = 3000
+    limits: InputLimits = InputLimits()
+
+    @abstractmethod
+    def _predict_batch(self, structures: list[Structure]) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """(total energy eV, forces (n, 3) eV/Å, Voigt stress (6,) eV/Å³) for each structure, in one model call."""
+
+    @abstractmethod
+    def calculator(self) -> Any:
+        """A fresh ASE calculator running this model (energy eV, forces eV/Å, stress eV/Å³)."""
+
+    def check(self, structure: Structure) -> None:
+        """Raise ScoringError if this model cannot evaluate ``structure``."""
+        check_structure(structure, label=self.label, elements=self.elements, cutoff_a=self.cutoff_a,
+                        limits=self.limits)
+
+    def predict(self, structures: Sequence[Structure]) -> list[EnergyResult | Exception]:
+        """Static energy, forces and stress of each structure; a failing structure yields its exception."""
+        results: list[EnergyResult | Exception | None] = [None] * len(structures)
+        good: list[int] = []
+        for i, structure in enumerate(structures):
+            try:
+                self.check(structure)
+                good.append(i)
+            except ScoringError as exc:
+                results[i] = exc
+            except Exception as exc:  # a malformed object must not stop the others
+                results[i] = ScoringError(f"invalid structure: {type(exc).__name__}: {exc}")
+        for chunk in self._chunks(good, structures):
+            for i, result in zip(chunk, self._run_chunk([structures[i] for i in chunk])):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    def _chunks(self, indices: list[int], structures: Sequence[Structure]) -> Iterator[list[int]]:
+        chunk: list[int] = []
+        atoms = 0
+        for i in indices:
+            n = len(structures[i])
+            if chunk and (len(chunk) >= self.batch_size or atoms + n > self.max_batch_atoms):
+                yield chunk
+                chunk, atoms = [], 0
+            chunk.append(i)
+            atoms += n
+        if chunk:
+            yield chunk
+
+    def _run_chunk(self, structures: list[Structure]) -> list[EnergyResult | Exception]:
+        try:
+            raw = self._predict_batch(structures)
+        except Exception as exc:
+            if len(structures) == 1:
+                return [ScoringError(f"{self.label} failed: {type(exc).__name__}: {exc}")]
+            # find the structure that broke the batch; the others still get their numbers
+            return [result for s in structures for result in self._run_chunk([s])]
+        return [self._to_result(s, *values) for s, values in zip(structures, raw)]
+
+    def _to_result(self, structure: Structure, energy: float, forces: np.ndarray,
+                   stress: np.ndarray) -> EnergyResult | Exception:
+        forces = np.asarray(forces, dtype=float).reshape(len(structure), 3)
+        stress = np.asarray(stress, dtype=float).reshape(6)
+        if not (math.isfinite(energy) and np.all(np.isfinite(forces)) and np.all(np.isfinite(stress))):
+            return ScoringError(f"{self.label} returned a non-finite energy, force or stress")
+        return EnergyResult(float(energy), float(energy) / len(structure), forces, stress)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}: {self.label} on {self.device}>"
+
+
+def stress_3x3_to_voigt(stress: np.ndarray) -> np.ndarray:
+    """(…, 3, 3) stress tensors -> (…, 6) in ASE's Voigt order xx, yy, zz, yz, xz, xy."""
+    s = np.asarray(stress, dtype=float)
+    return np.stack([s[..., 0, 0], s[..., 1, 1], s[..., 2, 2], s[..., 1, 2], s[..., 0, 2], s[..., 0, 1]], axis=-1)
+
+
+_CACHE: dict[tuple[str, str, tuple[tuple[str, str], ...]], MLIP] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_mlip(name: str = DEFAULT_MLIP, device: str | None = None, **kw: Any) -> MLIP:
+    """The MLIP registered under ``name`` (see ``MLIP_NAMES``), loaded once per (name, device, options).
+
+    Args:
+        name: registry key, case-insensitive.
+        device: torch device; default ``pick_torch_device()`` (CUDA if present, env ``CFRL_TORCH_DEVICE``).
+        **kw: backend options, e.g. ``weights=`` / ``variant=`` for ``orb``, ``model=`` for ``chgnet``.
+
+    Raises:
+        InvalidInputError: unknown name.
+        MissingResourceError: the model's weights are absent (the message says where to get them).
+    """
+    key = str(name).strip().lower()
+    if key not in _FACTORIES:
+        raise InvalidInputError(f"unknown MLIP {name!r}; choose one of {', '.join(MLIP_NAMES)}")
+    resolved = pick_torch_device(device)
+    cache_key = (key, resolved, tuple(sorted((k, repr(v)) for k, v in kw.items())))
+    with _CACHE_LOCK:
+        if cache_key not in _CACHE:
+            module, factory = _FACTORIES[key]
+            _CACHE[cache_key] = getattr(importlib.import_module(module), factory)(device=resolved, **kw)
+        return _CACHE[cache_key]
+
+
+def clear_mlip_cache() -> None:
+    """Forget every loaded MLIP (frees their memory once no one else holds them)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
