@@ -100,6 +100,15 @@ class CrystalTokens:
             raise InvalidInputError("disordered structures (partial occupancies) cannot be tokenised")
         if not np.all(np.isfinite(structure.lattice.matrix)) or structure.volume <= 0:
             raise InvalidInputError("structure has a degenerate or non-finite lattice")
+        # pyxtal has no data for Z >= 106: stand in distinct lighter elements absent from the crystal
+        present = {el.Z for el in structure.composition.elements}
+        spare = (z for z in range(1, 100) if z not in present)
+        proxies = {el.symbol: Element.from_Z(next(spare)).symbol
+                   for el in sorted(structure.composition.elements) if el.Z >= 104}
+        if proxies:
+            structure = structure.copy()
+            structure.replace_species(proxies)
+        original = {v: k for k, v in proxies.items()}
         try:
             refined = SpacegroupAnalyzer(structure, symprec=symprec).get_refined_structure()
             crystal = pyxtal()
@@ -117,7 +126,7 @@ class CrystalTokens:
         w, a, x = [], [], []
         for site in crystal.atom_sites:
             w.append(wyckoff.letter_to_index(site.wp.letter))
-            a.append(atomic_number(str(site.specie)))
+            a.append(atomic_number(original.get(str(site.specie), str(site.specie))))
             pos = np.asarray(site.position, dtype=np.float64)
             x.append(pos - np.floor(pos))
         cell = crystal.lattice

@@ -1,0 +1,126 @@
+"""The sampler: cached = full recompute, symmetry of every sample, round trips, masks, bad input."""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from pymatgen.analysis.structure_matcher import StructureMatcher
+
+from core import wyckoff
+from core.errors import InvalidInputError
+from core.lattice import symmetrize
+from core.logp import logp_fn
+from core.sampler import parse_spacegroups, sample, sample_arrays, samples_from_arrays
+from core.tokens import CrystalTokens
+
+GROUPS = np.array([225] * 6 + [1, 2, 12, 14, 62, 139, 166, 194, 216, 229])
+
+
+@pytest.fixture(scope="module")
+def drawn(tiny_checkpoint):
+    return sample_arrays(tiny_checkpoint, GROUPS, seed=7)
+
+
+def test_cached_equals_full_recompute(tiny_checkpoint, drawn):
+    full = sample_arrays(tiny_checkpoint, GROUPS, seed=7, use_cache=False)
+    for key in ("W", "A"):
+        np.testing.assert_array_equal(drawn[key], full[key], err_msg=key)
+    np.testing.assert_allclose(drawn["XYZ"], full["XYZ"], atol=1e-5)
+    np.testing.assert_allclose(drawn["L"], full["L"], atol=1e-4)
+    # the perturbed model is not trivial: samples differ across the batch
+    assert len({tuple(r) for r in drawn["A"]}) > 5
+
+
+def test_reported_logp_is_the_models_likelihood(tiny_checkpoint, drawn):
+    lp = logp_fn(tiny_checkpoint.config)(tiny_checkpoint.params, *(jnp.asarray(drawn[k]) for k in ("G", "L", "XYZ", "A", "W")))
+    for part in ("w", "a", "xyz", "l"):
+        np.testing.assert_allclose(drawn[part], np.asarray(getattr(lp, part)), atol=1e-3, err_msg=part)
+
+
+def test_token_grammar(tiny_checkpoint, drawn):
+    t = wyckoff.tables()
+    for g, W, A in zip(drawn["G"], drawn["W"], drawn["A"]):
+        n = int((W > 0).sum())
+        assert (W[:n] > 0).all() and (W[n:] == 0).all(), "padding only at the end"
+        assert ((A > 0) == (W > 0)).all(), "an element on every real site, none on padding"
+        assert (np.diff(W[:n]) >= 0).all(), "Wyckoff letters in alphabetical order"
+        assert (W <= t.wmax[g - 1]).all()
+        fixed = t.dof0[g - 1, W[:n]]
+        assert len(set(W[:n][fixed])) == fixed.sum(), "a position without free coordinates is used once"
+        assert n < tiny_checkpoint.config.n_max
+
+
+def _fixed_lattice(tokens: CrystalTokens) -> CrystalTokens:
+    """Replace a (random-model) lattice by a sane one of the same crystal system."""
+    tokens.lattice = symmetrize(tokens.spacegroup, np.array([7.1, 8.3, 9.2, 84.0, 97.0, 101.0]))
+    return tokens
+
+
+def _maps_onto_itself(structure, spacegroup: int, tol: float = 1e-3) -> bool:
+    ops = wyckoff.wyckoff_ops(spacegroup)[-1]  # the general position lists every operation of the group
+    frac = structure.frac_coords
+    species = np.array([str(s) for s in structure.species])
+    for op in ops:
+        images = frac @ op[:, :3].T + op[:, 3]
+        for img, sp in zip(images, species):
+            d = img - frac[species == sp]
+            if np.abs(d - np.round(d)).max(axis=1).min() > tol:
+                return False
+    return True
+
+
+def test_every_sample_has_the_requested_symmetry_and_round_trips(drawn):
+    matcher = StructureMatcher()
+    for sample in samples_from_arrays(drawn):
+        tokens = _fixed_lattice(sample.tokens)
+        structure = tokens.to_structure()
+        assert _maps_onto_itself(structure, tokens.spacegroup), tokens.to_string()
+        assert len(structure) == tokens.num_atoms
+        assert matcher.fit(structure, CrystalTokens.from_structure(structure).to_structure())
+
+
+def test_element_allow_and_deny_lists(tiny_checkpoint):
+    allowed = sample(tiny_checkpoint, 225, 12, elements=["Cs", "Li", "F"], seed=1)
+    seen = {z for s in allowed for z in s.tokens.species}
+    assert seen and seen <= {55, 3, 9}
+    denied = sample(tiny_checkpoint, 225, 12, exclude=["Cs", "Li", "F"], seed=1)
+    assert not {z for s in denied for z in s.tokens.species} & {55, 3, 9}
+
+
+def test_seed_reproducible(tiny_checkpoint):
+    a = [s.string for s in sample(tiny_checkpoint, [221, 225], 6, seed=3)]
+    b = [s.string for s in sample(tiny_checkpoint, [221, 225], 6, seed=3)]
+    c = [s.string for s in sample(tiny_checkpoint, [221, 225], 6, seed=4)]
+    assert a == b and a != c
+    assert [CrystalTokens.from_string(s).spacegroup for s in a] == [221, 225] * 3
+
+
+def test_low_temperature_picks_the_most_likely_first_letter(tiny_checkpoint):
+    from core.model import CrystalFormer
+
+    groups = np.array([225, 221, 62, 14] * 6)
+    h0 = CrystalFormer(tiny_checkpoint.config).apply({"params": tiny_checkpoint.params}, jnp.asarray(groups),
+                                                      method=CrystalFormer.first_w_logprobs)
+    cold = sample_arrays(tiny_checkpoint, groups, temperature=0.02, seed=5)
+    np.testing.assert_array_equal(cold["W"][:, 0], np.asarray(h0).argmax(1))
+    hot = sample_arrays(tiny_checkpoint, groups, temperature=1.0, seed=5)
+    assert (hot["W"][:, 0] != np.asarray(h0).argmax(1)).any()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"spacegroup": 0}, "1..230"), ({"spacegroup": 231}, "1..230"), ({"spacegroup": "abc"}, "space group"),
+    ({"elements": ["Xx"]}, "unknown element"), ({"temperature": 0.0}, "temperature"),
+    ({"num": 0}, "at least 1"), ({"spacegroup": "train"}, "training space-group distribution"),
+])
+def test_bad_requests(tiny_checkpoint, kwargs, message):
+    args = {"spacegroup": 225, "num": 2, **kwargs}
+    with pytest.raises(InvalidInputError, match=message):
+        sample(tiny_checkpoint, **args)
+
+
+def test_parse_spacegroups():
+    assert parse_spacegroups("225") == [225]
+    assert parse_spacegroups("221, 225") == [221, 225]
+    assert parse_spacegroups("1-3,225") == [1, 2, 3, 225]
+    with pytest.raises(InvalidInputError):
+        parse_spacegroups("0-3")
