@@ -172,10 +172,39 @@ def _get(tree: dict, path: tuple[str, ...]):
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """'/'-joined parameter path -> shape, without allocating the parameters."""
-    shapes = jax.eval_shape(lambda: init_params(config))
-    return {"/".join(str(k.key) for k in path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]}
+    """'/'-joined parameter path -> shape for ``config`` (as ``core.model.init_params`` creates them)."""
+    c = config
+    E, D, HK, F = c.embed_size, c.model_size, c.num_heads * c.key_size, c.widening_factor * c.model_size
+    shapes: dict[str, tuple[int, ...]] = {
+        "g_embeddings": (230, E), "w_embeddings": (c.wyck_types, E), "a_embeddings": (c.atom_types, E)}
+
+    def dense(name: str, n_in: int, n_out: int) -> None:
+        shapes[f"{name}/kernel"], shapes[f"{name}/bias"] = (n_in, n_out), (n_out,)
+
+    def norm(name: str) -> None:
+        shapes[f"{name}/scale"] = shapes[f"{name}/bias"] = (D,)
+
+    if c.h0_size > 0:
+        dense("first_w_hidden", E, c.h0_size)
+        dense("first_w_out", c.h0_size, c.wyck_types)
+    else:
+        shapes["first_w_table"] = (230, c.wyck_types)
+    dense("embed_w", 2 * E + 1, D)
+    dense("embed_a", 2 * E, D)
+    for token in "xyz":
+        dense(f"embed_{token}", E + 2 * c.Nf, D)
+    for layer in range(c.num_layers):
+        block = f"block_{layer}"
+        norm(f"{block}/attn_norm")
+        for name in ("query", "key", "value"):
+            dense(f"{block}/attn/{name}", D, HK)
+        dense(f"{block}/attn/out", HK, D)
+        norm(f"{block}/mlp_norm")
+        dense(f"{block}/mlp_in", D, F)
+        dense(f"{block}/mlp_out", F, D)
+    norm("final_norm")
+    dense("head", D, c.output_size)
+    return shapes
 
 
 def _check_shapes(flat: dict[str, np.ndarray], config: ModelConfig, source: str, hint: str) -> None:

@@ -90,7 +90,32 @@ class WyckoffTables:
 
 @functools.cache
 def tables() -> WyckoffTables:
-    """Dense per-(group, letter) tables; padding rows follow the reference (dof0 True, mult 0)."""
+    """Dense per-(group, letter) tables; padding rows follow the reference (dof0 True, mult 0).
+
+    Built from pyxtal once and kept in the cache folder (keyed by pyxtal's version).
+    """
+    import pyxtal
+
+    from core import settings
+
+    path = settings.cache_dir() / f"wyckoff_tables_pyxtal-{pyxtal.__version__}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                return WyckoffTables(*(z[f] for f in ("mult", "wmax", "dof0", "fc_mask", "first_op")))
+        except (OSError, ValueError, KeyError):
+            pass  # rebuilt below
+    built = _build_tables()
+    try:
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **built.__dict__)
+        tmp.replace(path)
+    except OSError:
+        pass
+    return built
+
+
+def _build_tables() -> WyckoffTables:
     mult = np.zeros((NUM_SPACEGROUPS, WYCK_TYPES), dtype=np.int32)
     wmax = np.zeros((NUM_SPACEGROUPS,), dtype=np.int32)
     dof0 = np.ones((NUM_SPACEGROUPS, WYCK_TYPES), dtype=bool)
@@ -99,12 +124,12 @@ def tables() -> WyckoffTables:
     for g in range(1, NUM_SPACEGROUPS + 1):
         ops = wyckoff_ops(g)
         wmax[g - 1] = len(ops)
-        for w, orbit in enumerate(ops, start=1):
-            rot = orbit[0, :, :3]
-            mult[g - 1, w] = len(orbit)
+        for w, orbit_ops in enumerate(ops, start=1):
+            rot = orbit_ops[0, :, :3]
+            mult[g - 1, w] = len(orbit_ops)
             dof0[g - 1, w] = np.linalg.matrix_rank(rot) == 0
             fc_mask[g - 1, w] = np.abs(rot).sum(axis=1) != 0
-            first_op[g - 1, w] = orbit[0]
+            first_op[g - 1, w] = orbit_ops[0]
     return WyckoffTables(mult, wmax, dof0, fc_mask, first_op)
 
 

@@ -126,3 +126,16 @@ def test_corrupt_npz(tmp_path, tiny_checkpoint):
     (folder / "params.npz").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(folder)
+
+
+@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(h0_size=0, num_layers=2, widening_factor=2),
+                                 ModelConfig(num_layers=1, num_heads=3, key_size=6, model_size=10, embed_size=4, Nf=2)])
+def test_expected_shapes_are_what_the_model_creates(cfg):
+    import jax
+
+    from core.model import init_params
+
+    created = jax.eval_shape(lambda: init_params(cfg))
+    flat = {"/".join(str(k.key) for k in path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(created)[0]}
+    assert flat == expected_shapes(cfg)
