@@ -300,9 +300,12 @@ def parse_spacegroups(text: str) -> list[int]:
 
 
 def chunk_size(config: ModelConfig, batch: int, budget: int = CACHE_BUDGET_BYTES) -> int:
-    """Largest chunk whose key/value cache fits ``budget`` bytes (float32)."""
+    """Rows decoded at once: the next power of two >= ``batch`` (min 8), so a handful of compiled
+    shapes serve every request, capped so the float32 key/value cache fits ``budget`` bytes."""
     per_row = 2 * config.num_layers * config.seq_len * config.num_heads * config.key_size * 4
-    return max(1, min(batch, budget // per_row))
+    cap = max(1, budget // per_row)
+    size = max(8, 1 << max(0, int(batch) - 1).bit_length())
+    return min(size, cap)
 
 
 def sample_arrays(checkpoint: Checkpoint, G: np.ndarray, *, temperature: float = 1.0, top_p: float = 1.0,
