@@ -14,6 +14,16 @@ can fill a table live. Per chunk of ``batch_size`` structures the pipeline
 
 A structure that fails a step keeps an ``error`` message in its row and the others go on. With
 ``relax=True`` rows finish one at a time (relaxation dominates), otherwise per chunk.
+
+Columns (``COLUMNS``): ``formula`` (reduced), ``spacegroup`` (number), ``nsites``, ``energy_ev`` (total, eV;
+after relaxation when relaxed), ``energy_per_atom`` (eV/atom), ``e_form_per_atom`` and ``e_above_hull``
+(eV/atom, see ``core.scoring.hull``), ``hull_reference`` (which reference set), ``hull_elements_only``
+(the reference has only elemental phases in this chemical system), ``band_gap_ev`` (MEGNet, PBE
+fidelity), ``eps_elec`` (dimensionless), ``fom_ev`` (ε_elec × E_g), ``struct_valid`` / ``comp_valid``
+(of the input, ``core.scoring.metrics``), ``relaxed``, ``relax_steps``, ``relax_converged``,
+``match_relaxed`` / ``rmsd_relaxed`` (input vs relaxed structure; RMSD normalised as pymatgen does),
+``novel`` (None without a training set) and ``unique`` (of the final structure: relaxed when relaxed),
+``error`` (None or "stage: reason; ...").
 """
 from __future__ import annotations
 
