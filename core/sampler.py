@@ -270,8 +270,9 @@ def resolve_spacegroups(spacegroup, num: int, rng: np.random.Generator,
     if isinstance(spacegroup, str) and spacegroup.strip().lower() in ("train", "training", "training distribution"):
         if not distribution:
             raise InvalidInputError("this checkpoint records no training space-group distribution; choose space groups")
-        groups = np.array(sorted(distribution), int)
-        p = np.array([distribution[g] for g in groups], float)
+        dist = {int(g): float(p) for g, p in distribution.items()}  # JSON keys are strings
+        groups = np.array(sorted(dist), int)
+        p = np.array([dist[g] for g in groups], float)
         return rng.choice(groups, size=num, p=p / p.sum())
     if isinstance(spacegroup, str):
         spacegroup = parse_spacegroups(spacegroup)

@@ -124,3 +124,12 @@ def test_parse_spacegroups():
     assert parse_spacegroups("1-3,225") == [1, 2, 3, 225]
     with pytest.raises(InvalidInputError):
         parse_spacegroups("0-3")
+
+
+def test_training_distribution_from_checkpoint_meta(tiny_checkpoint):
+    """As stored in meta.json (string keys): only those groups, in proportion."""
+    from core.checkpoint import Checkpoint
+
+    ck = Checkpoint(tiny_checkpoint.config, tiny_checkpoint.params, meta={"spacegroup_distribution": {"225": 0.75, "62": 0.25}})
+    groups = [s.spacegroup for s in sample(ck, "train", 32, seed=0)]
+    assert set(groups) == {225, 62} and 16 <= groups.count(225) <= 30
