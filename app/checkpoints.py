@@ -14,6 +14,7 @@ from pathlib import Path
 from core import settings
 
 SHIPPED_ORDER = ("base", "rl-ehull", "rl-fom")   # listed first, in this order, when present
+OTHER_MODELS = frozenset({"dielectric"})         # folders of checkpoints/ that hold property models
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,16 @@ def finetuned_dir() -> Path:
 
 
 def is_checkpoint_dir(folder: Path) -> bool:
-    return folder.is_dir() and ((folder / "params.npz").exists() or any(folder.glob("*.pkl")))
+    """A CrystalFormer checkpoint folder: params.npz with a CrystalFormer config.json, or an official .pkl."""
+    if not folder.is_dir() or folder.name in OTHER_MODELS:
+        return False
+    if (folder / "params.npz").exists():
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(config, dict) and "wyck_types" in config
+    return any(folder.glob("*.pkl")) and not (folder / "model.json").exists()
 
 
 def _scan(root: Path, origin: str) -> list[CheckpointRef]:

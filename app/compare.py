@@ -35,6 +35,28 @@ PAPER_NOTES = (
 )
 
 
+def start_comparison(arms: dict[str, Pool], checkpoints, request, score_settings=None):
+    """A background job: sample each arm's checkpoint with the same request, then score all arms."""
+    from app import scoring
+    from app.generation import sample_into
+    from app.jobs import Job
+
+    request.check()
+    if score_settings is not None:
+        scoring.preload(score_settings)
+
+    def run(should_stop, job):
+        targets = []
+        for pool, checkpoint in zip(arms.values(), checkpoints):
+            if should_stop():
+                return
+            targets.append((pool, sample_into(pool, checkpoint, request, job)))
+        if score_settings is not None and not should_stop():
+            yield from scoring.score_rows(targets, score_settings, should_stop, job)
+
+    return Job("comparison", run, total=request.num).start()
+
+
 def arm_labels(name_a: str, name_b: str) -> tuple[str, str]:
     """Display names of the two arms (distinct even when both use the same checkpoint)."""
     return (name_a, name_b) if name_a != name_b else (f"{name_a} (A)", f"{name_b} (B)")
@@ -47,6 +69,12 @@ def arm_summary(pool: Pool) -> dict[str, float]:
     frame = pool.scored_frame()
     n = len(frame)
     built = frame["build_error"].isna() if n else pd.Series(dtype=bool)
+    if n:  # a sample that is not even a structure is neither valid nor unique (nor novel)
+        frame = frame.copy()
+        for column in ("struct_valid", "comp_valid", "unique") + (("novel",) if frame.get("novel") is not None
+                                                                   and frame["novel"].notna().any() else ()):
+            if column in frame:
+                frame[column] = frame[column].astype(object).where(built, False)
     summary = summarize(frame) if n else {}
     summary["n_structures"] = float(n)
     summary["buildable"] = float(built.mean()) if n else math.nan

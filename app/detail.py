@@ -11,7 +11,6 @@ from typing import Any, Mapping
 
 import pandas as pd
 import streamlit as st
-import streamlit.components.v1 as components
 
 from app.tables import format_value
 from app.widgets import show_error
@@ -109,9 +108,21 @@ def symmetry_table(structure, symprec: float = 0.1) -> tuple[dict[str, str], pd.
     return facts, pd.DataFrame(rows)
 
 
+def facts_html(pairs) -> str:
+    """A compact two-column (label, value) table as HTML."""
+    rows = "".join(f'<tr><td style="color:#55606e;padding:3px 12px 3px 0;border:none">{html.escape(str(k))}</td>'
+                   f'<td style="padding:3px 0;border:none;font-variant-numeric:tabular-nums">{html.escape(str(v))}</td></tr>'
+                   for k, v in pairs)
+    return f'<table style="border-collapse:collapse;border:none;margin-bottom:0.6rem;font-size:0.92rem">{rows}</table>'
+
+
 # ---------------------------------------------------------------------------------------------
 # Streamlit panel
 # ---------------------------------------------------------------------------------------------
+def facts_table(pairs) -> None:
+    st.markdown(facts_html(pairs), unsafe_allow_html=True)
+
+
 def static_3dmol_url() -> str | None:
     """URL of the local 3Dmol.js served by Streamlit (``server.enableStaticServing``, .streamlit/config.toml),
     or None (``core.view`` then inlines the file, or uses the CDN when it is absent)."""
@@ -123,7 +134,7 @@ def static_3dmol_url() -> str | None:
         served = bool(st.get_option("server.enableStaticServing"))
     except Exception:  # noqa: BLE001
         served = False
-    return "app/static/3Dmol-min.js" if served else None
+    return "/app/static/3Dmol-min.js" if served else None
 
 
 def viewer(structure, key: str) -> None:
@@ -144,7 +155,7 @@ def viewer(structure, key: str) -> None:
     except Exception as exc:  # noqa: BLE001 - a structure that cannot be drawn must not break the page
         show_error(exc, "could not draw this structure")
         return
-    components.html(page, height=VIEW_HEIGHT_PX + 10)
+    st.iframe(page, height=VIEW_HEIGHT_PX + 10)
 
 
 def downloads(structure, name: str, key: str) -> None:
@@ -187,11 +198,11 @@ def structure_panel(structure, row: Mapping[str, Any], *, title: str, key: str, 
         viewer(structure, key)
     with right:
         st.markdown("**Cell**")
-        st.table(pd.DataFrame(lattice_facts(structure).items(), columns=["", "value"]).set_index(""))
+        facts_table(lattice_facts(structure).items())
         card = property_card(row)
         if card:
             st.markdown("**Properties**")
-            st.table(pd.DataFrame(card, columns=["", "value"]).set_index(""))
+            facts_table(card)
         else:
             st.caption("Not scored yet: run the Score page to get E_hull, band gap, ε_elec and FoM.")
         downloads(structure, f"{structure.composition.reduced_formula}-{key}", key)
@@ -208,7 +219,7 @@ def structure_panel(structure, row: Mapping[str, Any], *, title: str, key: str, 
         except Exception as exc:  # noqa: BLE001
             show_error(exc, "symmetry analysis failed")
         else:
-            st.table(pd.DataFrame(facts.items(), columns=["", "value"]).set_index(""))
+            facts_table(facts.items())
             st.dataframe(sites, hide_index=True, width="stretch")
     with tab_xrd:
         xrd(structure)

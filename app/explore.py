@@ -25,12 +25,12 @@ class Filters:
 def _truthy(frame: pd.DataFrame, column: str) -> np.ndarray:
     if column not in frame:
         return np.zeros(len(frame), dtype=bool)
-    return frame[column].map(lambda v: v is True or v == 1).to_numpy(dtype=bool)
+    return frame[column].map(lambda v: v is True or v == 1).to_numpy(dtype=bool).copy()
 
 
 def apply_filters(frame: pd.DataFrame, f: Filters) -> pd.DataFrame:
     """Rows of a ``Pool.scored_frame`` that pass the filters (scored rows only)."""
-    keep = frame["scored"].to_numpy(dtype=bool) if "scored" in frame else np.ones(len(frame), bool)
+    keep = frame["scored"].to_numpy(dtype=bool).copy() if "scored" in frame else np.ones(len(frame), bool)
     if f.ehull_max is not None:
         e = numeric(frame, "e_above_hull")
         keep &= (e <= f.ehull_max) | (~np.isfinite(e) & f.keep_missing_ehull)

@@ -23,6 +23,22 @@ MAX_STEPS = 50
 MAX_BATCH = 64
 
 
+def _ehull_reward(mlip: str, hull: str):
+    from core.ppo import EhullReward
+
+    return EhullReward(mlip=mlip, hull=hull)
+
+
+def _fom_reward(mlip: str, hull: str):
+    from core.ppo import FomReward
+
+    return FomReward()
+
+
+# reward key -> factory(mlip name, hull kind) -> callable on structures (tests swap in fast fakes)
+REWARD_FACTORIES = {"ehull": _ehull_reward, "fom": _fom_reward}
+
+
 def unavailable() -> str | None:
     """Why live fine-tuning cannot run in this checkout (None when it can)."""
     try:
@@ -70,10 +86,10 @@ def output_dir(name: str) -> Path:
 
 def ppo_steps(policy, request: FineTuneRequest, *, mlip: str = "m3gnet", hull: str = "bundled") -> Iterator[dict]:
     """Run PPO from ``policy`` (also the KL base) and yield each step's log; saves to ``output_dir(name)``."""
-    from core.ppo import EhullReward, FomReward, PPOConfig, PPOTrainer
+    from core.ppo import PPOConfig, PPOTrainer
 
     request.check()
-    reward = EhullReward(mlip=mlip, hull=hull) if request.reward == "ehull" else FomReward()
+    reward = REWARD_FACTORIES[request.reward](mlip, hull)
     cfg = PPOConfig(steps=request.steps, batch_size=request.batch_size, tau=request.tau, lr=request.lr,
                     spacegroups=request.spacegroup, seed=request.seed, save_every=max(1, request.steps))
     name = request.name or default_name(policy.name, request.reward)

@@ -1,6 +1,7 @@
 """What the Generate and Compare pages ask the sampler for, and how samples are tabulated."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -52,6 +53,42 @@ def generate(checkpoint, request: GenerateRequest, progress: Callable[[int, int]
     return sample(checkpoint, spacegroup=request.spacegroup, num=int(request.num), temperature=float(request.temperature),
                   elements=list(request.elements) or None, exclude=list(request.exclude) or None,
                   seed=int(request.seed), progress=progress)
+
+
+def sample_into(pool, checkpoint, request: GenerateRequest, job=None) -> list[int]:
+    """Sample, then replace the pool's generated entries with the new samples; returns their ids."""
+    from app.pool import GENERATED
+
+    if job is not None:
+        job.report(0, request.num, f"sampling with {checkpoint.name}")
+    t0 = time.time()
+    samples = generate(checkpoint, request, progress=(lambda d, t: job.report(d, t)) if job is not None else None)
+    pool.clear(GENERATED)
+    ids = pool.add_samples(samples, source=checkpoint.name)
+    pool.generation = {"checkpoint": checkpoint.name, "request": request, "seconds": time.time() - t0}
+    return ids
+
+
+def start_generation(pool, checkpoint, request: GenerateRequest, score_settings=None, name: str = "work"):
+    """A background job that samples into ``pool`` and then, with ``score_settings``, scores the samples.
+
+    Items are the (pool id, score row) pairs; the job's phase says what it is doing. Stopping during
+    sampling discards nothing already in the pool (the new samples replace the old only when done).
+    """
+    from app import scoring
+    from app.jobs import Job
+
+    request.check()
+    if score_settings is not None:
+        scoring.preload(score_settings)
+
+    def run(should_stop, job):
+        ids = sample_into(pool, checkpoint, request, job)
+        if score_settings is None or should_stop():
+            return
+        yield from scoring.score_rows([(pool, ids)], score_settings, should_stop, job)
+
+    return Job(name, run, total=request.num).start()
 
 
 def with_spacegroup_labels(frame: pd.DataFrame) -> pd.DataFrame:

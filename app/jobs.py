@@ -19,13 +19,17 @@ StopFlag = Callable[[], bool]
 
 
 class Job:
-    """A background iterator. ``make(should_stop)`` returns the iterator to run."""
+    """A background iterator. ``make(should_stop, job)`` returns the iterator to run (it may call
+    ``job.report`` to show progress that is not one item per step)."""
 
-    def __init__(self, name: str, make: Callable[[StopFlag], Iterator[Any]], total: int | None = None,
+    def __init__(self, name: str, make: Callable[[StopFlag, "Job"], Iterator[Any]], total: int | None = None,
                  on_item: Callable[[Any], None] | None = None) -> None:
         self.name = name
         self.total = total
         self.items: list[Any] = []
+        self.notes: list[str] = []        # what the page should say about this run (e.g. models left out)
+        self.phase: str = name            # what it is doing now ("sampling", "scoring")
+        self._done: int | None = None     # progress reported by the work itself (else: items so far)
         self.error: str | None = None
         self.started_at: float | None = None
         self.finished_at: float | None = None
@@ -56,9 +60,17 @@ class Job:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
+    def report(self, done: int | None = None, total: int | None = None, phase: str | None = None) -> None:
+        """Progress from inside the work: ``done`` of ``total`` in ``phase`` (called by the job's thread)."""
+        if phase is not None:
+            self.phase = phase
+        if total is not None:
+            self.total = total
+        self._done = done
+
     @property
     def done(self) -> int:
-        return len(self.items)
+        return self._done if self._done is not None else len(self.items)
 
     @property
     def elapsed_s(self) -> float:
@@ -66,17 +78,23 @@ class Job:
             return 0.0
         return (self.finished_at or time.time()) - self.started_at
 
+    @property
+    def state(self) -> str:
+        """'running', 'stopped', 'failed' or 'finished'."""
+        if self.running:
+            return "running"
+        return "stopped" if self.stopped else ("failed" if self.error else "finished")
+
     def status_line(self) -> str:
-        """'scoring: 12/100 in 8.1 s (stopped)' for captions."""
+        """'scoring 12/100 · 8.1 s (running)' for progress bars and captions."""
         progress = f"{self.done}/{self.total}" if self.total is not None else f"{self.done}"
-        state = "running" if self.running else ("stopped" if self.stopped else ("failed" if self.error else "finished"))
-        return f"{self.name}: {progress} in {self.elapsed_s:.1f} s ({state})"
+        return f"{self.phase} {progress} · {self.elapsed_s:.1f} s ({self.state})"
 
     # ---- the thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         iterator = None
         try:
-            iterator = iter(self._make(self._stop.is_set))
+            iterator = iter(self._make(self._stop.is_set, self))
             for item in iterator:
                 self.items.append(item)
                 if self._on_item is not None:

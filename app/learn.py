@@ -126,6 +126,11 @@ def temperature_summary(samples_by_t: dict[float, list]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def free_parameters(first_member: str) -> str:
+    """The free coordinates of a Wyckoff position from its first orbit member: '(x, x, x)' -> 'x', '0,1/2,z' -> 'z'."""
+    return "".join(n for n in COORD_NAMES if n in first_member.lower()) or "none"
+
+
 def wyckoff_frame(g: int) -> pd.DataFrame:
     """A space group's Wyckoff positions as a table (letter, multiplicity, site symmetry, coordinates, free)."""
     rows = []
@@ -133,5 +138,5 @@ def wyckoff_frame(g: int) -> pd.DataFrame:
         coords = ", ".join(f"({c})" for c in wp.coordinates[:3]) + (" …" if len(wp.coordinates) > 3 else "")
         rows.append({"Wyckoff": f"{wp.multiplicity}{wp.letter}", "Multiplicity": wp.multiplicity,
                      "Site symmetry": wp.site_symmetry, "Coordinates (first orbit members)": coords,
-                     "Free coordinates": "".join(n for n, f in zip(COORD_NAMES, wp.free) if f) or "none"})
+                     "Free parameters": free_parameters(wp.coordinates[0])})
     return pd.DataFrame(rows)

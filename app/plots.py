@@ -68,16 +68,17 @@ def _axis_ranges(gap: np.ndarray, eps: np.ndarray) -> tuple[list[float], list[fl
 
 
 def _iso_lines(fig: go.Figure, x_range, y_range, levels: Sequence[float]) -> None:
+    """One dashed hyperbola ε·E_g = FoM per level; a level outside the axes gets an empty trace, so the
+    figure always has the same traces (plot clicks refer to traces by position)."""
     for k, fom in enumerate(levels):
         gap_lo = max(fom / y_range[1], 1e-3)
-        if gap_lo >= x_range[1]:
-            continue
-        gap, eps = iso_fom_curve(fom, gap_lo, x_range[1])
+        gap, eps = iso_fom_curve(fom, gap_lo, x_range[1]) if gap_lo < x_range[1] else (np.array([]), np.array([]))
         fig.add_trace(go.Scatter(x=gap, y=eps, mode="lines", name=f"ε·E<sub>g</sub> = {fom:g} eV",
                                  line=dict(color="#888", width=1, dash="dash" if fom == 10 else "dot"),
                                  hoverinfo="skip", showlegend=k == 0, legendgroup="iso"))
-        fig.add_annotation(x=gap[-1], y=eps[-1], text=f"{fom:g} eV", showarrow=False, xanchor="right",
-                           yanchor="bottom", font=dict(size=10, color="#666"))
+        if gap.size:
+            fig.add_annotation(x=gap[-1], y=eps[-1], text=f"{fom:g} eV", showarrow=False, xanchor="right",
+                               yanchor="bottom", font=dict(size=10, color="#666"))
 
 
 def _front_trace(points: pd.DataFrame, name: str, color: str) -> go.Scatter | None:
@@ -104,10 +105,10 @@ def pareto_figure(frame: pd.DataFrame, *, ehull_max: float = 0.4, selected_id: i
     fig = go.Figure()
     _iso_lines(fig, x_range, y_range, ISO_FOM_EV)
     has_e = np.isfinite(points["ehull"].to_numpy())
+    # always the same traces in the same order (clicks refer to traces by position):
+    # iso lines, structures, structures without E_hull, Pareto front, selected
     for mask, name in ((has_e, "structures"), (~has_e, "no E<sub>hull</sub>")):
         sub = points[mask]
-        if not len(sub):
-            continue
         custom, template = _hover(sub)
         marker = dict(size=9, line=dict(width=0.5, color="#333"))
         if name == "structures":
@@ -116,15 +117,13 @@ def pareto_figure(frame: pd.DataFrame, *, ehull_max: float = 0.4, selected_id: i
         else:
             marker.update(color="#bbb")
         fig.add_trace(go.Scatter(x=sub["gap"], y=sub["eps"], mode="markers", name=name, marker=marker,
-                                 customdata=custom, hovertemplate=template))
+                                 customdata=custom, hovertemplate=template, showlegend=bool(len(sub))))
     front = _front_trace(points, "Pareto front", "#1f2d5c")
-    if front is not None:
-        fig.add_trace(front)
-    if selected_id is not None and (points["id"] == selected_id).any():
-        row = points[points["id"] == selected_id].iloc[0]
-        fig.add_trace(go.Scatter(x=[row["gap"]], y=[row["eps"]], mode="markers", name="selected",
-                                 marker=dict(symbol="star", size=20, color="#ffd400", line=dict(color="#000", width=1.5)),
-                                 hoverinfo="skip"))
+    fig.add_trace(front if front is not None else go.Scatter(x=[], y=[], name="Pareto front", showlegend=False))
+    chosen = points[points["id"] == selected_id] if selected_id is not None else points.iloc[:0]
+    fig.add_trace(go.Scatter(x=chosen["gap"], y=chosen["eps"], mode="markers", name="selected",
+                             marker=dict(symbol="star", size=20, color="#ffd400", line=dict(color="#000", width=1.5)),
+                             hoverinfo="skip", showlegend=bool(len(chosen))))
     fig.update_xaxes(title=GAP_LABEL, range=x_range, zeroline=False)
     fig.update_yaxes(title=EPS_LABEL, range=y_range, zeroline=False)
     return _layout(fig, height, clickmode="event+select", dragmode="zoom")

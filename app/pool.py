@@ -114,6 +114,7 @@ class Pool:
             s = s.rename(columns={"spacegroup": "spacegroup_found"})
             s = s.drop(columns=[c for c in s.columns if c in entries.columns])  # formula, nsites: same values
             entries = entries.join(s, how="left")
+        entries["status"] = [status(r) for _, r in entries.iterrows()]
         if only_scored:
             entries = entries[entries["scored"]]
         return entries
@@ -121,6 +122,16 @@ class Pool:
     def structure(self, entry_id: int):
         e = self.entries.get(entry_id)
         return e.structure if e is not None else None
+
+
+def status(row: pd.Series) -> str:
+    """One word (and why) for a row: 'not buildable: …', 'queued', 'error: …' or 'scored'."""
+    if isinstance(row.get("build_error"), str):
+        return f"not buildable: {row['build_error']}"
+    if not row.get("scored"):
+        return "queued"
+    error = row.get("error")
+    return f"error: {error}" if isinstance(error, str) and error else "scored"
 
 
 def counts(frame: pd.DataFrame) -> dict[str, int]:

@@ -1,8 +1,8 @@
-"""Models and reference data loaded once per server process (``st.cache_resource``).
+"""CrystalFormer checkpoints loaded once per server process (``st.cache_resource``).
 
-Checkpoints are keyed by path, config and file modification time, so a checkpoint rewritten by the
-Fine-tune page is reloaded while an unchanged one never is. Scoring models (MLIP, hull reference,
-novelty reference) are resolved here in the script thread, then handed to the scoring thread.
+Keyed by path, config and file modification time, so a checkpoint rewritten by the Fine-tune page is
+reloaded while an unchanged one never is. (Scoring models are cached by the core itself:
+``load_mlip``, ``load_hull_reference``.)
 """
 from __future__ import annotations
 
@@ -31,26 +31,3 @@ def _checkpoint(path: str, config: str | None, stamp: float):
 def load_checkpoint(ref: CheckpointRef):
     """The loaded ``core.checkpoint.Checkpoint`` (raises the core's typed errors)."""
     return _checkpoint(ref.path, ref.config, _stamp(ref.path))
-
-
-@st.cache_resource(show_spinner=False)
-def mlip(name: str):
-    from core.scoring.mlip import load_mlip
-
-    return load_mlip(name)
-
-
-@st.cache_resource(show_spinner=False)
-def hull_reference(kind: str, mlip_name: str):
-    from core.scoring.hull import load_hull_reference
-
-    return load_hull_reference(kind, mlip(mlip_name))
-
-
-@st.cache_resource(show_spinner=False)
-def novelty_reference(kind: str):
-    """A ``NoveltyChecker`` over the structures the shipped base model was trained on."""
-    from app.scoring import training_structures
-    from core.scoring.metrics import NoveltyChecker
-
-    return NoveltyChecker(training_structures(kind))

@@ -7,18 +7,19 @@ so rows appear as they finish and the run can be stopped. ``SCORER`` can be set 
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from app.jobs import Job
 from app.pool import Pool
 
 FALLBACK_MLIP_NAMES = ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "orb")
 NOVELTY_KINDS = {"none": "none (novelty not judged)",
-                 "training": "the base model's training structures (matbench_dielectric + MP hull sets)"}
+                 "training": "training set (matbench_dielectric + MP hulls)"}
 SCORER: Callable | None = None          # replaces core.scoring.pipeline.score_iter (tests; env CFRL_APP_SCORER)
 STATIC_BATCH = 8                        # structures per batched model call: small, so rows appear often
 
@@ -111,43 +112,113 @@ def training_structures(kind: str) -> list:
     return list(structures) + list(data.load_hull_structures())
 
 
-def resolve(settings: ScoreSettings) -> dict:
-    """Keyword arguments for ``score_iter``: loaded (cached) models instead of names.
+def property_models_unavailable() -> str | None:
+    """Why band gap / ε_elec cannot be predicted here (None when they can)."""
+    if SCORER is not None:
+        return None
+    consequence = "scoring computes energies and E_hull only, and Explore's gap–ε plane stays empty."
+    try:
+        from core.scoring.pipeline import load_property_models
 
-    Raises the core's typed errors (MissingResourceError for absent weights or entries files).
+        load_property_models()          # cached by the core: the scoring thread reuses them
+    except ImportError as exc:
+        return (f"Band gap and ε_elec are not available in this checkout ({exc}): {consequence} "
+                "Update the checkout to get them.")
+    except Exception as exc:  # noqa: BLE001 - e.g. MissingResourceError naming the model folder and the fix
+        return f"Band gap and ε_elec are not available: {exc} Until then {consequence}"
+    return None
+
+
+def effective(settings: ScoreSettings) -> tuple[ScoreSettings, list[str]]:
+    """The settings that can actually run here, and notes about what had to be left out."""
+    notes = []
+    if settings.properties:
+        why = property_models_unavailable()
+        if why:
+            settings = settings.with_(properties=False)
+            notes.append(why)
+    return settings, notes
+
+
+def preload(settings: ScoreSettings) -> None:
+    """Import what the scoring thread will import, here in the script thread.
+
+    Two threads importing the same package tree at once can see half-initialised modules (Python's
+    per-module import locks break such deadlocks by handing one thread a partial module), so the
+    scoring thread must find everything already imported.
+    """
+    modules = ["core.scoring.pipeline", "core.scoring.metrics", "core.scoring.hull", "core.scoring.mlip"]
+    if settings.relax:
+        modules.append("core.scoring.relax")
+    if settings.properties:
+        modules += ["core.scoring.bandgap", "core.scoring.dielectric"]
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
+def resolve(settings: ScoreSettings) -> dict:
+    """Keyword arguments for ``score_iter``: loaded models instead of names (any thread).
+
+    The core caches loaded models per process (``load_mlip``, ``load_hull_reference``), so only the
+    first run pays for loading. Raises the core's typed errors (MissingResourceError for absent
+    weights or entries files).
     """
     if SCORER is not None:
         return dict(mlip=settings.mlip, relax=settings.relax, hull=settings.hull, properties=settings.properties,
                     training_set=None)
-    from app import resources
+    from core.scoring.hull import load_hull_reference
+    from core.scoring.mlip import load_mlip
 
-    mlip = resources.mlip(settings.mlip)
-    hull = None if settings.hull == "none" else resources.hull_reference(settings.hull, settings.mlip)
-    novelty = None if settings.novelty == "none" else resources.novelty_reference(settings.novelty)
+    mlip = load_mlip(settings.mlip)
+    hull = None if settings.hull == "none" else load_hull_reference(settings.hull, mlip)
+    novelty = None if settings.novelty == "none" else novelty_reference(settings.novelty)
     return dict(mlip=mlip, relax=settings.relax, hull=hull, properties=settings.properties, training_set=novelty)
 
 
-def start_scoring(targets: Sequence[tuple[Pool, Sequence[int]]], settings: ScoreSettings, name: str = "scoring") -> Job:
-    """Score the given pool entries in a background job; each finished row is stored in its pool.
+@functools.lru_cache(maxsize=2)
+def novelty_reference(kind: str):
+    """A ``NoveltyChecker`` over the structures novelty is judged against (built once per process)."""
+    from core.scoring.metrics import NoveltyChecker
+
+    return NoveltyChecker(training_structures(kind))
+
+
+def score_rows(targets: Sequence[tuple[Pool, Sequence[int]]], settings: ScoreSettings, should_stop,
+               job: Job | None = None) -> Iterator[tuple[int, dict]]:
+    """Score pool entries, storing each finished row in its pool; yields (pool id, row).
 
     ``targets``: (pool, ids) pairs, so one run can score several pools (the Compare page's two arms).
-    The job's items are (pool id, row) pairs.
+    Reports progress to ``job`` when given.
     """
-    kwargs = resolve(settings)
     keys = [(pool, i) for pool, ids in targets for i in ids if pool.structure(i) is not None]
     structures = [pool.structure(i) for pool, i in keys]
+    if job is not None:
+        job.report(0, len(structures), "loading models")
+    kwargs = resolve(settings)
     score_iter = SCORER
     if score_iter is None:
         from core.scoring.pipeline import score_iter
+    if job is not None:
+        job.report(0, len(structures), "scoring")
+    done = 0
+    for index, row in score_iter(structures, should_stop=should_stop,
+                                 batch_size=1 if settings.relax else STATIC_BATCH, **kwargs):
+        pool, entry_id = keys[index]
+        pool.record_score(entry_id, row)
+        done += 1
+        if job is not None:
+            job.report(done)
+        yield entry_id, row
 
-    def run(should_stop):
-        for index, row in score_iter(structures, should_stop=should_stop,
-                                     batch_size=1 if settings.relax else STATIC_BATCH, **kwargs):
-            pool, entry_id = keys[index]
-            pool.record_score(entry_id, row)
-            yield entry_id, row
 
-    return Job(name, run, total=len(structures)).start()
+def start_scoring(targets: Sequence[tuple[Pool, Sequence[int]]], settings: ScoreSettings, name: str = "scoring") -> Job:
+    """Score the given pool entries in a background job (items: (pool id, row) pairs)."""
+    preload(settings)
+    total = sum(1 for pool, ids in targets for i in ids if pool.structure(i) is not None)
+    return Job(name, lambda stop, job: score_rows(targets, settings, stop, job), total=total).start()
 
 
 _scorer_from_env()

@@ -21,6 +21,7 @@ CHECKPOINT = "checkpoint_ref"    # CheckpointRef chosen in the sidebar
 SCORE_SETTINGS = "score_settings"
 SELECTED = "selected_id"         # pool id shown in Explore
 JOBS = "jobs"                    # name -> Job
+WORK = "work"                    # the job generating / scoring the main pool
 FINETUNE = "finetune"            # {"history": [...], "out": path, ...}
 LEARN = "learn"                  # cached teaching results
 

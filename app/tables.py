@@ -50,15 +50,16 @@ COLUMNS: dict[str, Column] = {
     "unique": Column("Unique", help="matches no earlier structure of this set"),
     "error": Column("Error", help="what went wrong scoring this structure"),
     "scored": Column("Scored"),
+    "status": Column("Status", help="scored, queued, the scoring error, or why the sample is not a structure"),
     "added_at": Column("Added"),
     "notes": Column("Notes"),
     "tags": Column("Tags"),
 }
 
 SAMPLE_VIEW = ("id", "formula", "spacegroup_label", "nsites", "logp", "token_string", "build_error")
-SCORE_VIEW = ("id", "source", "formula", "spacegroup_found", "nsites", "energy_per_atom", "e_form_per_atom",
+SCORE_VIEW = ("id", "source", "formula", "status", "spacegroup_found", "nsites", "energy_per_atom", "e_form_per_atom",
               "e_above_hull", "band_gap_ev", "eps_elec", "fom_ev", "struct_valid", "comp_valid", "unique", "novel",
-              "relax_steps", "rmsd_relaxed", "error")
+              "relax_steps", "rmsd_relaxed")
 
 
 def label(column: str) -> str:

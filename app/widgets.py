@@ -6,6 +6,7 @@ button press in the pages and are kept in ``app.state``).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from typing import Callable
@@ -56,14 +57,18 @@ def show_error(exc: BaseException, context: str = "") -> None:
 # ---------------------------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------------------------
-def checkpoint_picker(key: str, label: str = "Checkpoint", default: str | None = None,
+def checkpoint_picker(key: str, label: str = "Checkpoint", default: str | tuple[str, ...] | None = None,
                       container=None) -> ck.CheckpointRef | None:
-    """Shipped / fine-tuned checkpoints, or a typed path (official .pkl + optional config JSON)."""
+    """Shipped / fine-tuned checkpoints, or a typed path (official .pkl + optional config JSON).
+
+    ``default``: a checkpoint name, or names in order of preference (the first one present is chosen).
+    """
     box = container or st
     refs = ck.find_checkpoints()
     options = [r.label for r in refs] + [OTHER_PATH]
     names = [r.name for r in refs]
-    index = names.index(default) if default in names else 0
+    preferred = [default] if isinstance(default, str) or default is None else list(default)
+    index = next((names.index(d) for d in preferred if d in names), 0)
     choice = box.selectbox(label, options, index=index, key=f"{key}-choice",
                            help=f"Folders with params.npz or a .pkl under {ck.settings.checkpoints_dir()} "
                                 f"or {ck.finetuned_dir()}")
@@ -92,7 +97,7 @@ def load_checkpoint(ref: ck.CheckpointRef | None, container=None):
         with st.spinner(f"Loading {ref.name}…"):
             return resources.load_checkpoint(ref)
     except Exception as exc:  # noqa: BLE001
-        with box:
+        with container if container is not None else contextlib.nullcontext():
             show_error(exc, f"cannot load checkpoint {ref.name}")
         return None
 
@@ -116,7 +121,7 @@ def sidebar_checkpoint() -> None:
         if running:
             st.markdown("### Running")
             for job in running:
-                st.caption(job.status_line())
+                st.caption(f"{job.name}: {job.status_line()}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,8 +191,20 @@ def score_settings_form(key: str = "score", container=None):
     return settings
 
 
-def start_scoring(targets, settings, job_name: str = "scoring") -> Job | None:
-    """Resolve models (spinner) and start a scoring job; inline message and None when impossible."""
+def launch(job_name: str, start: Callable[[], Job], notes: list[str] | tuple = (), what: str = "start") -> Job | None:
+    """Start a background job (replacing and stopping the previous one of that name); an inline
+    message and None when it cannot start."""
+    try:
+        job = start()
+    except Exception as exc:  # noqa: BLE001
+        show_error(exc, f"cannot {what}")
+        return None
+    job.notes = list(notes)
+    return state.set_job(job_name, job)
+
+
+def start_scoring(targets, settings, job_name: str = state.WORK) -> Job | None:
+    """Score pool entries in a background job; inline message and None when impossible."""
     from app import scoring
 
     missing = scoring.scoring_unavailable()
@@ -197,17 +214,12 @@ def start_scoring(targets, settings, job_name: str = "scoring") -> Job | None:
     if not any(ids for _, ids in targets):
         st.info("Nothing to score: every structure already has a score row (or none could be built).")
         return None
-    try:
-        with st.spinner(f"Loading {settings.mlip} and the {settings.hull} hull reference…"):
-            job = scoring.start_scoring(targets, settings, name=job_name)
-    except Exception as exc:  # noqa: BLE001
-        show_error(exc, "cannot start scoring")
-        return None
-    return state.set_job(job_name, job)
+    settings, notes = scoring.effective(settings)
+    return launch(job_name, lambda: scoring.start_scoring(targets, settings, name="scoring"), notes, "start scoring")
 
 
 def job_progress(job: Job | None, *, label: str, on_finish: Callable[[], None] | None = None,
-                 key: str = "job", rerun_on_progress_s: float | None = None) -> None:
+                 key: str = "job", rerun_on_progress_s: float | None = None, stoppable: bool = True) -> None:
     """A live progress block for a background job, refreshed every second while it runs, with Stop.
 
     When the job ends the whole page reruns once (so tables and plots show the final state); with
@@ -221,14 +233,16 @@ def job_progress(job: Job | None, *, label: str, on_finish: Callable[[], None] |
         total = job.total or 0
         fraction = (job.done / total) if total else (1.0 if not job.running else 0.0)
         st.progress(min(1.0, fraction), text=f"{label}: {job.status_line()}")
-        if job.running:
-            if st.button("Stop", key=f"{key}-stop", type="secondary", icon="⏹️"):
+        for note in job.notes:
+            st.warning(note, icon="⚠️")
+        if job.running and stoppable:
+            if st.button("Stop", key=f"{key}-stop", type="secondary", icon=":material/stop_circle:"):
                 job.stop()
                 st.toast("Stopping after the current batch…")
         elif job.error:
             st.error(f"{label} ended with an error: {job.error}", icon="🚫")
         seen = state.get(f"{key}-seen")
-        status = (job.running, job.done)
+        status = (job.running, job.done, job.phase)
         state.put(f"{key}-seen", status)
         if seen is None or seen == status:
             return

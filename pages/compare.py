@@ -1,9 +1,10 @@
 """Compare: two checkpoints (e.g. base vs RL) on the same space group and sample count (the paper's Fig. 6)."""
 import streamlit as st
 
-from app import state, widgets
-from app.compare import PAPER_NOTES, arm_labels, arm_summary, rates_table
-from app.generation import GenerateRequest, generate
+from app import scoring, state, widgets
+from app.compare import PAPER_NOTES, arm_labels, arm_summary, rates_table, start_comparison
+from app.generation import GenerateRequest
+from app.checkpoints import find_checkpoints
 from app.plots import compare_plane_figure, ehull_histogram
 from app.pool import Pool
 
@@ -13,7 +14,7 @@ widgets.page_header("Compare", "Sample two checkpoints with identical settings, 
 with st.form("compare-form"):
     c1, c2 = st.columns(2)
     ref_a = widgets.checkpoint_picker("cmp-a", "Model A", default="base", container=c1)
-    ref_b = widgets.checkpoint_picker("cmp-b", "Model B", default="rl-fom", container=c2)
+    ref_b = widgets.checkpoint_picker("cmp-b", "Model B", default=("rl-fom", "rl-ehull", *[r.name for r in find_checkpoints()][1:2]), container=c2)
     d1, d2, d3, d4 = st.columns([2.2, 1, 1, 1])
     spacegroup = widgets.spacegroup_picker("cmp-sg", default=225, container=d1)
     num = d2.number_input("Samples per model", 2, 1000, 100, step=10, key="cmp-num")
@@ -26,19 +27,16 @@ if run:
     request = GenerateRequest(spacegroup, int(num), float(temperature), (), (), int(seed))
     loaded = [widgets.load_checkpoint(r) for r in (ref_a, ref_b)]
     if all(c is not None for c in loaded):
-        labels = arm_labels(loaded[0].name, loaded[1].name)
-        arms = {}
-        try:
-            for label, checkpoint in zip(labels, loaded):
-                with st.spinner(f"Sampling {request.describe()} with {label}…"):
-                    arms[label] = Pool()
-                    arms[label].add_samples(generate(checkpoint, request), source=label)
-        except Exception as exc:  # noqa: BLE001
-            widgets.show_error(exc, "cannot sample")
-        else:
+        settings, notes = scoring.effective(state.score_settings())
+        missing = scoring.scoring_unavailable()
+        if missing:
+            st.warning(f"{missing} Only the samples are compared.", icon="⚠️")
+        arms = {label: Pool() for label in arm_labels(loaded[0].name, loaded[1].name)}
+        job = widgets.launch("compare", lambda: start_comparison(arms, loaded, request, None if missing else settings),
+                             notes, "compare")
+        if job is not None:
             state.put(state.COMPARE, {"arms": arms, "request": request})
-            widgets.start_scoring([(p, p.unscored_ids()) for p in arms.values()], state.score_settings(),
-                                  job_name="compare")
+            st.rerun()
 
 result = state.get(state.COMPARE)
 if not result:
@@ -47,8 +45,7 @@ if not result:
 else:
     arms = result["arms"]
     st.caption(result["request"].describe())
-    widgets.job_progress(state.job("compare"), label="Scoring both samples", key="cmp-scoring",
-                         rerun_on_progress_s=3.0)
+    widgets.job_progress(state.job("compare"), label="Comparison", key="cmp-work", rerun_on_progress_s=3.0)
     summaries = {label: arm_summary(pool) for label, pool in arms.items()}
     left, right = st.columns([2, 3])
     with left:

@@ -12,8 +12,7 @@ widgets.page_header("Explore", "Band gap vs electronic dielectric constant of th
                                "Click a point to open the structure.")
 pool = state.pool()
 frame = pool.scored_frame()
-job = state.job("scoring")
-widgets.job_progress(job, label="Scoring", key="explore-scoring", rerun_on_progress_s=2.0)
+widgets.job_progress(state.job(state.WORK), label="Progress", key="explore-work", rerun_on_progress_s=2.0)
 
 if counts(frame)["scored"] == 0:
     st.info("No scored structures yet. Generate samples (scoring starts right away) or score them on the Score page.")
@@ -27,7 +26,8 @@ if counts(frame)["scored"] == 0:
 f1, f2, f3, f4, f5 = st.columns([2.2, 1.1, 1, 1, 1])
 limit = f1.slider("Show E_hull ≤ (eV/atom)", 0.0, 1.0, 1.0, 0.01, key="explore-ehull",
                   help="1.0 shows everything; the paper counts < 0.1 eV/atom as stable")
-keep_missing = f2.toggle("Keep rows without E_hull", value=True, key="explore-missing")
+keep_missing = f2.toggle("Rows without E_hull", value=True, key="explore-missing",
+                         help="keep structures whose E_hull could not be computed (grey points)")
 valid_only = f3.toggle("Valid only", value=False, key="explore-valid", help="structure and composition valid")
 unique_only = f4.toggle("Unique only", value=False, key="explore-unique")
 novel_known = has_novelty(frame)
@@ -47,7 +47,7 @@ with left:
                f"({len(frame)} in the session). Colour scale: E_hull 0 to {color_max:g} eV/atom.")
 with right:
     st.markdown("**Pareto front** (best E_g–ε_elec trade-offs, by FoM)")
-    front = tables.view(pareto_table(shown), ("id", "formula", "band_gap_ev", "eps_elec", "fom_ev", "e_above_hull"))
+    front = tables.view(pareto_table(shown), ("formula", "band_gap_ev", "eps_elec", "fom_ev"))
     st.dataframe(front, hide_index=True, width="stretch", column_config=tables.column_config(front.columns),
                  height=min(320, 38 + 35 * len(front)))
     st.number_input("Colour scale top (eV/atom)", 0.05, 2.0, 0.4, 0.05, key="explore-cmax")

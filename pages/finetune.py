@@ -51,7 +51,7 @@ if start:
         else:
             settings = state.score_settings()
             job = state.set_job("finetune", Job(
-                "fine-tuning", lambda stop: finetune.ppo_steps(policy, request, mlip=settings.mlip, hull=settings.hull),
+                "fine-tuning", lambda stop, job: finetune.ppo_steps(policy, request, mlip=settings.mlip, hull=settings.hull),
                 total=request.steps).start())
             state.put(state.FINETUNE, {"request": request, "from": policy.name})
             st.rerun()

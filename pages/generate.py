@@ -1,10 +1,8 @@
 """Generate: sample crystals from a CrystalFormer checkpoint in a chosen space group."""
-import time
-
 import streamlit as st
 
-from app import state, tables, widgets
-from app.generation import GenerateRequest, generate, sample_summary, with_spacegroup_labels
+from app import scoring, state, tables, widgets
+from app.generation import GenerateRequest, sample_summary, start_generation, with_spacegroup_labels
 from app.navigation import link
 from app.pool import GENERATED
 
@@ -33,29 +31,23 @@ if submitted:
     request = GenerateRequest(spacegroup, int(num), float(temperature), tuple(elements), tuple(exclude), int(seed))
     checkpoint = widgets.load_checkpoint(ref)
     if checkpoint is not None:
-        bar = st.progress(0.0, text=f"Sampling {request.describe()} with {checkpoint.name}…")
-        t0 = time.time()
-        try:
-            samples = generate(checkpoint, request,
-                               progress=lambda done, total: bar.progress(done / total, text=f"Sampled {done}/{total}"))
-        except Exception as exc:  # noqa: BLE001 - shown inline, previous results stay
-            bar.empty()
-            widgets.show_error(exc, "cannot generate")
-        else:
-            bar.empty()
-            old = state.job("scoring")
-            if old is not None and old.running:
-                old.stop()
-            pool.clear(GENERATED)
-            ids = pool.add_samples(samples, source=checkpoint.name)
-            pool.generation = {"checkpoint": checkpoint.name, "request": request, "seconds": time.time() - t0}
-            if auto_score:
-                widgets.start_scoring([(pool, pool.unscored_ids())], state.score_settings())
+        settings, notes = None, []
+        if auto_score:
+            missing = scoring.scoring_unavailable()
+            if missing:
+                st.warning(f"{missing} The samples are generated without scores.", icon="⚠️")
+            else:
+                settings, notes = scoring.effective(state.score_settings())
+        if widgets.launch(state.WORK, lambda: start_generation(pool, checkpoint, request, settings), notes, "generate"):
+            st.rerun()
 
+work = state.job(state.WORK)
+widgets.job_progress(work, label="Progress", key="gen-work", rerun_on_progress_s=1.5)
 frame = pool.entries_frame()
 generated = frame[frame["kind"] == GENERATED]
 if generated.empty:
-    st.info("No samples yet: choose settings and press **Generate**.")
+    if not (work and work.running):
+        st.info("No samples yet: choose settings and press **Generate**.")
 else:
     info = pool.generation
     if info:
@@ -63,7 +55,6 @@ else:
     cols = st.columns(4)
     for col, (name, value) in zip(cols, sample_summary(generated).items()):
         col.metric(name, value)
-    widgets.job_progress(state.job("scoring"), label="Scoring", key="gen-scoring")
     view = tables.view(with_spacegroup_labels(generated), tables.SAMPLE_VIEW)
     st.dataframe(view, hide_index=True, width="stretch", column_config=tables.column_config(view.columns),
                  height=min(600, 38 + 35 * len(view)))

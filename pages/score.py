@@ -36,7 +36,7 @@ with st.expander("Add your own structures (CIF, POSCAR, extxyz, pymatgen JSON)",
 
 frame = pool.scored_frame()
 n = counts(frame)
-job = state.job("scoring")
+job = state.job(state.WORK)
 todo = pool.unscored_ids()
 c1, c2, c3 = st.columns([1.4, 1.2, 3])
 start = c1.button(f"Score {len(todo)} structure(s)", type="primary", disabled=not todo or bool(job and job.running),
@@ -49,10 +49,10 @@ if rescore:
     pool.scores.clear()
     todo = pool.unscored_ids()
 if start or rescore:
-    job = widgets.start_scoring([(pool, todo)], settings)
-    st.rerun()
+    if widgets.start_scoring([(pool, todo)], settings):
+        st.rerun()
 
-widgets.job_progress(job, label="Scoring", key="score-scoring")
+widgets.job_progress(job, label="Progress", key="score-work", rerun_on_progress_s=3.0)
 
 if n["total"] == 0:
     st.info("Nothing to score yet: generate samples first, or upload structure files above.")

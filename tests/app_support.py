@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.scoring.pipeline import COLUMNS
+
 TINY = dict(num_layers=1, num_heads=1, key_size=8, model_size=8, embed_size=8, h0_size=8, Kx=4, Kl=2)
 
 
@@ -38,8 +40,6 @@ def expected(structure) -> dict:
 
 def fake_score_iter(structures, *, mlip=None, relax=False, hull=None, properties=True, device=None,
                     training_set=None, progress=None, should_stop=None, batch_size=8):
-    from core.scoring.pipeline import COLUMNS
-
     structures = list(structures)
     for start in range(0, len(structures), batch_size):
         if should_stop is not None and should_stop():

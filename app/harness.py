@@ -1,0 +1,180 @@
+"""Run the real app and drive it from Chromium: shared by ``tests/test_browser.py`` and ``bench/app_latency.py``.
+
+``AppServer`` starts ``streamlit run app/main.py`` headless on a free port with its own environment
+(checkpoints folder, app data folder, optional scorer) and stops it; ``browser()`` opens Debian's
+Chromium through Playwright (never a downloaded browser); the ``Page`` helpers click through the
+sidebar navigation and wait for Streamlit to finish a script run.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from app.paths import REPO_ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def chromium_missing() -> str | None:
+    """Why a real-browser run is impossible here (None when it is possible)."""
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        return "Debian chromium is not installed (apt-get install -y chromium; `make browser` does it)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed (pip install -r requirements.txt)"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppServer:
+    """``streamlit run app/main.py`` in a subprocess; ``url`` once ``start()`` returned."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None):
+        self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", **env}
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 120.0) -> "AppServer":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app" / "main.py"), "--server.headless", "true",
+             "--server.port", str(self.port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the app exited with code {self.process.returncode}; see {self.log_path}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"the app did not answer on {self.url} within {timeout_s:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.process = None
+
+    def __enter__(self) -> "AppServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def browser():
+    """A headless Debian Chromium (Playwright ``Browser``)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+                              args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# page helpers
+# ---------------------------------------------------------------------------------------------
+def wait_idle(page, timeout_s: float = 120.0, settle_s: float = 0.3) -> None:
+    """Wait until Streamlit has finished the current script run (its 'Running…' widget is gone)."""
+    deadline = time.time() + timeout_s
+    time.sleep(settle_s)
+    while time.time() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').count()
+        if not running:
+            time.sleep(settle_s)
+            if not page.locator('[data-testid="stStatusWidget"]').count():
+                return
+        time.sleep(0.1)
+    raise TimeoutError("the app kept running for more than %.0f s" % timeout_s)
+
+
+def open_page(page, title: str, timeout_s: float = 60.0) -> None:
+    """Click a page in the sidebar navigation and wait for its title."""
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
+    page.get_by_role("heading", name=title, exact=True).wait_for(timeout=timeout_s * 1000)
+    wait_idle(page)
+
+
+def screenshot(page, path, height: int | None = None) -> None:
+    """A viewport screenshot from the top of the page, optionally with a taller viewport (pixels)."""
+    size = page.viewport_size
+    if height:
+        page.set_viewport_size({"width": size["width"], "height": height})
+    page.locator('[data-testid="stMain"]').evaluate("e => e.scrollTo(0, 0)")
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(path), timeout=90_000)
+    if height:
+        page.set_viewport_size(size)
+
+
+def plotly_traces(page, chart_index: int = 0) -> list[dict]:
+    """Name, point count and customdata of each trace of the n-th plotly chart on the page."""
+    return page.evaluate(
+        """(k) => { const gd = document.querySelectorAll('.js-plotly-plot')[k];
+                    return gd.data.map(t => ({name: t.name, n: (t.x || []).length, customdata: t.customdata || null})); }""",
+        chart_index)
+
+
+def click_plot_point(page, trace_name: str, point: int = 0, chart_index: int = 0) -> dict:
+    """Click one marker of a named trace of a plotly chart; returns that trace's info."""
+    traces = plotly_traces(page, chart_index)
+    index = next(k for k, t in enumerate(traces) if t["name"] == trace_name)
+    chart = page.locator(".js-plotly-plot").nth(chart_index)
+    chart.locator(".scatterlayer .trace").nth(index).locator("path.point").nth(point).click(force=True)
+    return traces[index]
+
+
+def canvas_colours(png: bytes) -> int:
+    """Number of distinct colours in a screenshot (1 = a blank canvas)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3)
+    return len(np.unique(pixels, axis=0))
+
+
+def viewer_canvas(page, timeout_s: float = 60.0):
+    """The WebGL canvas of the 3Dmol viewer (inside its iframe), once drawn."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        for frame in page.frames:
+            if frame == page.main_frame:
+                continue
+            with contextlib.suppress(Exception):
+                canvas = frame.locator("canvas")
+                if canvas.count() and canvas.first.bounding_box():
+                    return canvas.first
+        time.sleep(0.25)
+    raise TimeoutError("no 3D viewer canvas appeared")

@@ -1,0 +1,143 @@
+"""The real app in a real browser (Debian Chromium driven by Playwright).
+
+One walk through what a user does: generate in space group 225, score, click a point of the Pareto
+plot, see a drawn 3D structure, keep it on the shortlist, restart the app, find it still there, and
+download the shortlist as a CIF zip that pymatgen reads back. Screenshots of every page go to
+docs/screenshots/.
+
+Model: the shipped ``checkpoints/base`` when present, else a tiny untrained checkpoint. Scoring: the
+exact fake of ``app_support`` (the real pipeline is tested through AppTest in test_app_pages.py);
+set CFRL_BROWSER_REAL_SCORING=1 to score with the real engine instead.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from app import harness
+
+REPO = Path(__file__).resolve().parent.parent
+SHOTS = REPO / "docs" / "screenshots"
+VIEWPORT = {"width": 1360, "height": 900}
+TIMEOUT_MS = 240_000
+SAMPLES = 12
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    why = harness.chromium_missing()
+    if why:
+        pytest.skip(f"real-browser test skipped: {why}")
+    from app_support import make_checkpoint
+
+    tmp = tmp_path_factory.mktemp("browser")
+    env = {"CFRL_APP_DATA_DIR": str(tmp / "data")}
+    shipped = REPO / "checkpoints" / "base"
+    if not (shipped / "params.npz").exists():
+        make_checkpoint(tmp / "checkpoints", "base")
+        env["CFRL_CHECKPOINTS_DIR"] = str(tmp / "checkpoints")
+    if os.environ.get("CFRL_BROWSER_REAL_SCORING") != "1":
+        env["CFRL_APP_SCORER"] = f"{REPO / 'tests' / 'app_support.py'}:fake_score_iter"
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    return tmp, env
+
+
+SHOT_HEIGHTS = {"explore": 1450, "compare": 1450, "shortlist": 1300, "learn": 1300}
+
+
+def shot(page, name: str) -> None:
+    harness.screenshot(page, SHOTS / f"{name}.png", height=SHOT_HEIGHTS.get(name))
+
+
+def test_generate_score_click_view_shortlist_restart_export(setup):
+    tmp, env = setup
+    log = tmp / "server.log"
+    with harness.browser() as chromium:
+        # ---- first server: generate, score, explore, shortlist -------------------------------------
+        with harness.AppServer(env, log) as server:
+            page = chromium.new_page(viewport=VIEWPORT)
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(server.url)
+            page.get_by_role("heading", name="Generate", exact=True).wait_for()
+            harness.wait_idle(page)
+            picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Space group").locator("input")
+            assert picker.input_value() == "225 Fm-3m (cubic)"                # the default space group
+            samples = page.get_by_label("Samples")
+            samples.fill(str(SAMPLES))
+            samples.blur()
+            page.get_by_role("button", name="Generate").click()
+            page.get_by_text("Buildable", exact=True).wait_for()
+            page.get_by_text(re.compile(r"Progress: scoring \d+/\d+ · .* \(finished\)")).wait_for()
+            harness.wait_idle(page)
+            shot(page, "generate")
+
+            harness.open_page(page, "Score")
+            assert page.get_by_text(re.compile(r"\d+ scored")).count()
+            shot(page, "score")
+
+            harness.open_page(page, "Explore")
+            page.locator(".js-plotly-plot").first.wait_for()
+            clicked = harness.click_plot_point(page, "Pareto front", point=0)
+            chosen_id = int(float(clicked["customdata"][0][0]))
+            harness.wait_idle(page)
+            heading = page.get_by_role("heading", name=re.compile(rf" · #{chosen_id} · "))
+            heading.wait_for()
+            formula = heading.inner_text().split(" · ")[0].strip()
+            canvas = harness.viewer_canvas(page)
+            page.wait_for_timeout(1500)                                   # let 3Dmol finish drawing
+            assert harness.canvas_colours(canvas.screenshot()) > 20, "the 3D viewer canvas is blank"
+            assert "selected" in [t["name"] for t in harness.plotly_traces(page)]
+            shot(page, "explore")
+
+            page.get_by_label("Notes").fill("browser test candidate")
+            page.get_by_label("Tags (comma-separated)").fill("e2e")
+            page.get_by_role("button", name="Add to shortlist").click()
+            page.get_by_text(re.compile(r"to the shortlist as #1")).wait_for()
+
+            for title in ("Compare", "Learn", "Fine-tune"):
+                harness.open_page(page, title)
+                if title == "Compare":
+                    number = page.get_by_label("Samples per model")
+                    number.fill("8")
+                    number.blur()
+                    page.get_by_role("button", name="Run comparison").click()
+                    page.get_by_text(re.compile(r"Comparison: scoring \d+/\d+ · .*\(finished\)")).wait_for()
+                    harness.wait_idle(page)
+                    page.locator(".js-plotly-plot").nth(1).wait_for()
+                if title == "Learn":
+                    page.get_by_role("button", name="Write one crystal").click()
+                    page.get_by_text(re.compile(r"log p = ")).wait_for()
+                    harness.wait_idle(page)
+                shot(page, title.lower().replace("-", ""))
+        # ---- second server on the same data: the shortlist survived --------------------------------
+        with harness.AppServer(env, log) as server:
+            page = chromium.new_page(viewport=VIEWPORT, accept_downloads=True)
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(server.url)
+            page.get_by_role("heading", name="Generate", exact=True).wait_for()
+            harness.open_page(page, "Shortlist")
+            page.get_by_text("1 entries in").wait_for()
+            entry = page.locator('[data-testid="stSelectbox"]').filter(has_text="Show entry").locator("input")
+            assert entry.input_value() == f"#1 {formula} (base)"
+            page.get_by_role("heading", name=re.compile(rf"^{re.escape(formula)} · shortlist #1")).wait_for()
+            harness.viewer_canvas(page)
+            page.wait_for_timeout(1000)
+            shot(page, "shortlist")
+            with page.expect_download() as download:
+                page.get_by_role("button", name=re.compile(r"CIF zip")).click()
+            data = Path(download.value.path()).read_bytes()
+
+    from pymatgen.io.cif import CifParser
+
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        cifs = [n for n in archive.namelist() if n.endswith(".cif")]
+        assert len(cifs) == 1
+        structures = CifParser.from_str(archive.read(cifs[0]).decode()).parse_structures(primitive=False)
+    assert structures[0].composition.reduced_formula == formula
