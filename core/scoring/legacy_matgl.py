@@ -14,6 +14,17 @@ MEGNet-MP-2019.4.1-BandGap-mfi PBE   5.031 eV            4.585 eV             5.
 MEGNet-MP-2018.6.1-Eform             (MP DFT ≈ −2.1)     −1.761 eV/atom       −2.114 eV/atom
 ===================================  ==================  ===================  ===================
 
+More published numbers reproduced (``tests/test_legacy_matgl.py``, ``tests/test_bandgap.py``): matgl's
+example notebooks of 2023 (CsCl, a = 4.1437 Å: MEGNet E_form −2.272 eV/atom, band gaps 4.825 /
+8.323 / 6.317 / 5.965 eV at PBE / GLLB-SC / HSE / SCAN; SrTiO3 at a = 4.5 and 3.937988 Å, all four
+fidelities, to the printed digits) and the zero-pressure lattice constants of M3GNet-MP-2021.2.8-PES's
+model card (NaCl 5.69132, Si 5.45671, SrTiO3 3.94503, MgO 4.26133, Cu 3.61748, Au 4.17198 Å: all
+within 1e-3 Å). The CsCl relaxation printed in matgl's 2023 notebook (a = 4.2114 Å, −6.543 eV) was
+made with the June-2023 weights of M3GNet-MP (git blob 04f97cc2); loaded through this module those
+weights give −6.5431 eV at 4.2114 Å, while the current weights give the model card's 4.20103 Å.
+Read as matgl 4.1.2 ships, M3GNet-MP's NaCl energy has no minimum and its MAE against 15 stable MP
+compounds is 1.6 eV/atom (0.05 eV/atom with this module).
+
 Root cause: the direction of message aggregation
 -------------------------------------------------
 A crystal graph holds every bond twice, i → j and j → i. A message computed on bond i → j from

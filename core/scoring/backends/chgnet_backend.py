@@ -8,6 +8,8 @@ uses CHGNet's own graph batching; CHGNet returns energy per atom and stress in G
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from pymatgen.core import Element, Structure
 
@@ -35,19 +37,27 @@ class CHGNetMLIP(BatchedMLIP):
         self.cutoff_a = float(self.model.graph_converter.atom_graph_cutoff)
 
     def calculator(self):
+        import contextlib
+        import io
+
         from ase import units
         from chgnet.model.dynamics import CHGNetCalculator
 
-        return CHGNetCalculator(model=self.model, use_device=self.device, stress_weight=units.GPa,
-                                on_isolated_atoms="error")
+        with contextlib.redirect_stdout(io.StringIO()):  # "CHGNet will run on cpu" on every call
+            return CHGNetCalculator(model=self.model, use_device=self.device, stress_weight=units.GPa,
+                                    on_isolated_atoms="error")
 
-    def _predict_batch(self, structures: list[Structure]) -> list[tuple[float, np.ndarray, np.ndarray]]:
-        predictions = self.model.predict_structure(list(structures), task="efs", batch_size=len(structures))
+    def _predict_batch(self, structures: list[Structure], forces: bool) -> list[tuple[float, Any, Any]]:
+        predictions = self.model.predict_structure(list(structures), task="efs" if forces else "e",
+                                                   batch_size=len(structures))
         if isinstance(predictions, dict):
             predictions = [predictions]
         out = []
         for structure, p in zip(structures, predictions):
             energy = float(p["e"]) * len(structure)  # CHGNet predicts eV/atom
+            if not forces:
+                out.append((energy, None, None))
+                continue
             stress = stress_3x3_to_voigt(np.asarray(p["s"], dtype=float).reshape(3, 3)) / GPA_PER_EV_A3
             out.append((energy, np.asarray(p["f"], dtype=float), stress))
         return out

@@ -7,6 +7,8 @@ the two MatPES models predict MatPES-PBE energies (no correction; not on MP's GG
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from pymatgen.core import Structure
@@ -36,7 +38,7 @@ class MatglPES(BatchedMLIP):
 
         return PESCalculator(self.potential, stress_unit="eV/A3", use_voigt=True)
 
-    def _predict_batch(self, structures: list[Structure]) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    def _predict_batch(self, structures: list[Structure], forces: bool) -> list[tuple[float, Any, Any]]:
         from torch_geometric.data import Batch
 
         graphs, lattices = [], []
@@ -46,12 +48,18 @@ class MatglPES(BatchedMLIP):
             lattices.append(lattice.reshape(1, 3, 3))
         batch = Batch.from_data_list(graphs).to(self.device)
         lattice = torch.cat(lattices).to(self.device)
-        energies, forces, stresses, _ = self.potential(batch, lattice)
-        energies = energies.detach().reshape(-1).cpu().numpy().astype(float)
-        forces = forces.detach().cpu().numpy().astype(float)
+        self.potential.calc_forces = self.potential.calc_stresses = forces  # False: no backward pass
+        try:
+            energies, force_out, stresses, _ = self.potential(batch, lattice)
+        finally:
+            self.potential.calc_forces = self.potential.calc_stresses = True
+        energies = energies.detach().reshape(-1).cpu().numpy().astype(float).tolist()
+        if not forces:
+            return [(e, None, None) for e in energies]
+        force_out = force_out.detach().cpu().numpy().astype(float)
         stress = stress_3x3_to_voigt(stresses.detach().cpu().numpy().reshape(-1, 3, 3)) / GPA_PER_EV_A3
         splits = np.cumsum([len(s) for s in structures])[:-1]
-        return list(zip(energies.tolist(), np.split(forces, splits), stress))
+        return list(zip(energies, np.split(force_out, splits), stress))
 
 
 def m3gnet_mp(device: str, **kw) -> MatglPES:

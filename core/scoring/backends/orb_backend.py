@@ -103,7 +103,8 @@ class OrbMLIP(BatchedMLIP):
 
         return ORBCalculator(self.model, device=self.device)
 
-    def _predict_batch(self, structures: list[Structure]) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    def _predict_batch(self, structures: list[Structure], forces: bool) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        # the model computes forces and stress in the same pass either way; they are returned regardless
         from orb_models.forcefield.atomic_system import ase_atoms_to_atom_graphs
         from orb_models.forcefield.base import batch_graphs
 
@@ -132,9 +133,9 @@ def orb(device: str, weights: str | os.PathLike | None = None, variant: str | No
     path = orb_weights_path(chosen, weights)
     import torch
 
-    model = build_orb_architecture(chosen, device="cpu")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        model = build_orb_architecture(chosen, device="cpu")
         model.load_state_dict(state, strict=True)
     except Exception as exc:
         raise CheckpointError(f"{path} is not a usable {chosen} checkpoint: {type(exc).__name__}: {exc}") from exc

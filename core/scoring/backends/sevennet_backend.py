@@ -52,7 +52,8 @@ class SevenNetMLIP(BatchedMLIP):
             self._calc_model = self._build()
         return SevenNetCalculator(model=self._calc_model, file_type="model_instance", device=self.device)
 
-    def _predict_batch(self, structures: list[Structure]) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    def _predict_batch(self, structures: list[Structure], forces: bool) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        # the model computes forces and stress in the same pass either way; they are returned regardless
         import sevenn._keys as KEY
         from sevenn.atom_graph_data import AtomGraphData
         from sevenn.train.dataload import unlabeled_atoms_to_graph

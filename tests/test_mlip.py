@@ -1,0 +1,230 @@
+"""MLIP interface: registry, input screening, batched predict with per-item errors, every backend.
+
+Independent expectations: hand-made bad structures, symmetry (zero forces in rock salt), finite
+differences (forces = -dE/dx, stress = dE/dε / V), batched = one-by-one, the ASE calculator = predict,
+and MP DFT energies (``../shared/data/hulls``) for the energy scale each backend declares.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from core import settings
+from core.errors import CheckpointError, InvalidInputError, MissingResourceError, ScoringError
+from core.scoring.mlip import (
+    DEFAULT_MLIP,
+    MLIP,
+    MLIP_NAMES,
+    EnergyResult,
+    InputLimits,
+    check_structure,
+    load_mlip,
+)
+
+
+def rocksalt(a: float = 5.69) -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def rattled(a: float = 5.6, seed: int = 0) -> Structure:
+    s = rocksalt(a)
+    shifts = np.random.default_rng(seed).normal(scale=0.05, size=(len(s), 3))
+    return Structure(s.lattice, s.species, s.cart_coords + shifts, coords_are_cartesian=True)
+
+
+def bad_structures() -> dict[str, tuple[Structure, str]]:
+    """Each kind of input the brief lists, with the words its error must contain."""
+    nan_lattice = rocksalt()
+    nan_lattice.lattice = Lattice(np.full((3, 3), np.nan))
+    disordered = rocksalt()
+    disordered.replace(0, {"Na": 0.5, "K": 0.5})
+    return {
+        "nan lattice": (nan_lattice, "non-finite"),
+        "overlapping": (Structure(Lattice.cubic(5), ["Na", "Cl"], [[0, 0, 0], [0.02, 0, 0]]), "overlapping"),
+        "uncovered element": (Structure(Lattice.cubic(5), ["Og", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]), "Og not covered"),
+        "isolated atom": (Structure(Lattice.cubic(25), ["Na"], [[0, 0, 0]]), "isolated atom"),
+        "huge cell": (Structure(Lattice.cubic(2.0e4), ["Na", "Cl"], [[0, 0, 0], [1e-4, 0, 0]]), "huge cell"),
+        "disordered": (disordered, "disordered"),
+    }
+
+
+def mp_oxides() -> list[dict]:
+    """Small MP GGA+U oxides: their MP2020 corrections are ~ -1 eV/atom, so the two scales are easy to tell apart."""
+    entries = json.load(gzip.open(settings.data_dir() / "hulls" / "Na-Fe-P-O.json.gz", "rt"))
+    picked = [d for d in entries if d["parameters"]["run_type"] == "GGA+U" and d["e_above_hull"] == 0
+              and len(d["structure"]["sites"]) <= 10]
+    assert len(picked) >= 2
+    return [{"structure": Structure.from_dict(d["structure"]), "raw": d["energy"],
+             "corrected": d["energy"] + d["correction"]} for d in picked[:3]]
+
+
+# --- registry and screening (no model needed) ------------------------------------------------------
+
+def test_registry_names_and_unknown_name():
+    assert MLIP_NAMES == ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "orb")
+    assert DEFAULT_MLIP == "m3gnet"
+    with pytest.raises(InvalidInputError, match="unknown MLIP 'mace'.*m3gnet"):
+        load_mlip("mace")
+
+
+@pytest.mark.parametrize("kind", list(bad_structures()))
+def test_check_structure_rejects_each_bad_kind(kind):
+    structure, words = bad_structures()[kind]
+    with pytest.raises(ScoringError, match=words):
+        check_structure(structure, label="M", elements=frozenset({"Na", "Cl", "K"}), cutoff_a=5.0)
+
+
+def test_check_structure_accepts_a_crystal_and_applies_limits():
+    check_structure(rocksalt(), label="M", elements=frozenset({"Na", "Cl"}), cutoff_a=5.0)
+    with pytest.raises(ScoringError, match="too many atoms: 16 > 10"):
+        check_structure(rocksalt() * (2, 1, 1), label="M", elements=None, cutoff_a=5.0, limits=InputLimits(max_atoms=10))
+
+
+# --- the default backend -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def m3gnet():
+    return load_mlip("m3gnet", device="cpu")
+
+
+def test_default_backend_is_cached_and_satisfies_the_protocol(m3gnet):
+    assert load_mlip("M3GNet", device="cpu") is m3gnet
+    assert isinstance(m3gnet, MLIP)
+    assert (m3gnet.name, m3gnet.label, m3gnet.mp_compatible) == ("m3gnet", "M3GNet-MP-2021.2.8-PES", True)
+
+
+def test_bad_structures_fail_alone_and_the_batch_continues(m3gnet):
+    bad = bad_structures()
+    batch = [rocksalt(), *(s for s, _ in bad.values()), rattled()]
+    results = m3gnet.predict(batch)
+    assert len(results) == len(batch)
+    for result, (kind, (_, words)) in zip(results[1:-1], bad.items()):
+        assert isinstance(result, ScoringError), kind
+        assert words in str(result)
+    first, last = results[0], results[-1]
+    assert isinstance(first, EnergyResult) and isinstance(last, EnergyResult)
+    alone = m3gnet.predict([rattled()])[0]
+    assert last.energy_ev == pytest.approx(alone.energy_ev, abs=1e-5)
+    assert last.forces == pytest.approx(alone.forces, abs=1e-5)
+    assert first.forces.shape == (8, 3) and first.stress.shape == (6,)
+    assert first.energy_per_atom == pytest.approx(first.energy_ev / 8)
+    energy_only = m3gnet.predict(batch, forces=False)
+    assert energy_only[-1].forces is None and energy_only[-1].stress is None
+    assert energy_only[-1].energy_ev == pytest.approx(last.energy_ev, abs=1e-5)
+    assert [type(r) for r in energy_only] == [type(r) for r in results]
+
+
+def test_a_failing_batch_is_split_so_only_the_culprit_fails(m3gnet, monkeypatch):
+    poison = rattled(seed=3)
+    original = type(m3gnet)._predict_batch
+
+    def flaky(self, structures, forces):
+        if any(s is poison for s in structures):
+            raise RuntimeError("CUDA out of memory")
+        return original(self, structures, forces)
+
+    monkeypatch.setattr(type(m3gnet), "_predict_batch", flaky)
+    results = m3gnet.predict([rocksalt(), poison, rattled()])
+    assert isinstance(results[0], EnergyResult) and isinstance(results[2], EnergyResult)
+    assert isinstance(results[1], ScoringError) and "out of memory" in str(results[1])
+
+
+# --- every backend with weights in the environment -------------------------------------------------
+
+def assert_physics(model, structure: Structure, invariant: bool = True) -> None:
+    """Symmetry (for rotation-invariant models), finite differences and calculator agreement for one model."""
+    result = model.predict([rocksalt(), structure])
+    if invariant:
+        assert np.abs(result[0].forces).max() < 2e-3  # rock salt: zero by symmetry
+    r = result[1]
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    atoms.calc = model.calculator()
+    assert atoms.get_potential_energy() == pytest.approx(r.energy_ev, abs=1e-4)
+    assert atoms.get_forces() == pytest.approx(r.forces, abs=1e-4)
+    assert atoms.get_stress() == pytest.approx(r.stress, abs=1e-5)
+    h, eps = 1e-2, 2e-3
+    moved, strained = [], []
+    for sign in (1, -1):
+        m = structure.copy()
+        m.translate_sites([0], [sign * h, 0, 0], frac_coords=False, to_unit_cell=False)
+        moved.append(m)
+        s = structure.copy()
+        s.apply_strain([sign * eps, 0, 0])
+        strained.append(s)
+    e = [x.energy_ev for x in model.predict(moved + strained)]
+    assert -(e[0] - e[1]) / (2 * h) == pytest.approx(r.forces[0, 0], abs=5e-3)
+    assert (e[2] - e[3]) / (2 * eps) / structure.volume == pytest.approx(r.stress[0], abs=5e-4)
+
+
+@pytest.mark.parametrize("name", ["chgnet", "sevennet"])
+def test_backend_physics_and_energy_scale(name):
+    model = load_mlip(name, device="cpu")
+    assert_physics(model, rattled())
+    oxides = mp_oxides()
+    predicted = np.array([r.energy_ev for r in model.predict([o["structure"] for o in oxides])])
+    n = np.array([len(o["structure"]) for o in oxides])
+    raw = np.abs(predicted - [o["raw"] for o in oxides]) / n
+    corrected = np.abs(predicted - [o["corrected"] for o in oxides]) / n
+    if model.energy_scale == "mp-raw":  # SevenNet-0: MPtrj uncorrected energies
+        assert model.mp_compatible and raw.mean() < 0.3 < 0.7 < corrected.mean()
+    else:  # CHGNet: MPtrj MP2020-corrected energies; correcting again would double count
+        assert model.energy_scale == "mp2020" and not model.mp_compatible
+        assert corrected.mean() < 0.3 < 0.7 < raw.mean()
+    bad = model.predict([bad_structures()["uncovered element"][0], rocksalt()])
+    assert isinstance(bad[0], ScoringError) and isinstance(bad[1], EnergyResult)
+
+
+# --- Orb: weights are not obtainable here -----------------------------------------------------------
+
+def test_orb_without_weights_says_which_file_and_where_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("CFRL_MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("CFRL_ORB_WEIGHTS", raising=False)
+    with pytest.raises(MissingResourceError, match=r"orb-v2-20241011\.ckpt.*https://orbitalmaterials.*CFRL_ORB_WEIGHTS"):
+        load_mlip("orb", device="cpu")
+    monkeypatch.setenv("CFRL_ORB_WEIGHTS", str(tmp_path / "elsewhere.ckpt"))
+    with pytest.raises(MissingResourceError, match="elsewhere.ckpt"):
+        load_mlip("orb", device="cpu")
+    (tmp_path / "broken.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken.ckpt"):
+        load_mlip("orb", device="cpu", weights=tmp_path / "broken.ckpt")
+
+
+def test_orb_random_architecture_runs_through_the_interface():
+    import torch
+
+    from core.scoring.backends.orb_backend import build_orb_architecture, orb
+
+    torch.manual_seed(0)
+    variant = "orb-v3-conservative-inf-mpa"  # conservative: forces and stress are energy gradients
+    model = orb("cpu", model=build_orb_architecture(variant, num_message_passing_steps=1), variant=variant)
+    assert model.mp_compatible and model.energy_scale == "mp-raw"
+    assert_physics(model, rattled(), invariant=False)  # Orb is not rotation-invariant by construction
+    results = model.predict([rattled(), bad_structures()["isolated atom"][0], rocksalt()])
+    assert isinstance(results[1], ScoringError) and "isolated atom" in str(results[1])
+    assert results[0].energy_ev == pytest.approx(model.predict([rattled()])[0].energy_ev, abs=1e-4)
+
+
+def test_orb_loads_a_weights_file(tmp_path, monkeypatch):
+    import functools
+
+    import torch
+
+    from core.scoring.backends import orb_backend
+
+    # a one-step orb-v2 keeps the file small; the loader builds the same architecture
+    small = functools.partial(orb_backend.build_orb_architecture, num_message_passing_steps=1)
+    monkeypatch.setattr(orb_backend, "build_orb_architecture", small)
+    torch.manual_seed(1)
+    random_v2 = small("orb-v2")
+    torch.save(random_v2.state_dict(), tmp_path / "orb-v2-20241011.ckpt")
+    loaded = load_mlip("orb", device="cpu", weights=tmp_path / "orb-v2-20241011.ckpt")
+    assert loaded.variant == "orb-v2" and "orb-v2-20241011.ckpt" in loaded.label
+    name, tensor = next(iter(random_v2.state_dict().items()))
+    assert torch.equal(loaded.model.state_dict()[name], tensor)
+    result = loaded.predict([rocksalt()])[0]
+    assert isinstance(result, EnergyResult) and np.isfinite(result.energy_ev)

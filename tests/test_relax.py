@@ -1,0 +1,98 @@
+"""relax(): FIRE + FrechetCellFilter brings strained crystals back to their energy minimum.
+
+Independent expectations: the minimum of the same potential's energy-volume curve (ASE's EMT for
+Cu, scanned here), M3GNet-MP-2021.2.8-PES's published NaCl lattice constant (5.69132 Å, model card)
+and energy at 5.69 Å (−3.3675 eV/atom).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from core.errors import ScoringError
+from core.scoring.mlip import load_mlip
+from core.scoring.relax import relax
+
+
+class EMTPotential:
+    """ASE's effective-medium potential behind the MLIP interface (fast, analytic, Cu/Al/Ni/Ag/Au/Pd/Pt)."""
+
+    name, label, mp_compatible = "emt", "ASE EMT", False
+
+    def calculator(self):
+        from ase.calculators.emt import EMT
+
+        return EMT()
+
+
+def fcc_cu(a: float) -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Cu"], [[0, 0, 0]])
+
+
+def emt_minimum_lattice_constant() -> float:
+    """Minimum of EMT's energy-lattice-constant curve of fcc Cu, found by a scalar minimiser (no cell filter)."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from scipy.optimize import minimize_scalar
+
+    def energy(a: float) -> float:
+        atoms = bulk("Cu", "fcc", a=a, cubic=True)
+        atoms.calc = EMT()
+        return atoms.get_potential_energy()
+
+    return float(minimize_scalar(energy, bounds=(3.4, 3.8), method="bounded", options={"xatol": 1e-4}).x)
+
+
+def test_cell_relaxation_reaches_the_energy_minimum():
+    start = fcc_cu(3.85)
+    start.perturb(0.05)
+    result = relax(start, EMTPotential(), fmax=0.01)
+    assert result.converged and 0 < result.steps <= 500
+    a = result.structure.lattice.abc
+    assert a == pytest.approx([emt_minimum_lattice_constant()] * 3, abs=2e-3)
+    assert result.structure.lattice.angles == pytest.approx((90, 90, 90), abs=0.1)
+    assert result.energy_per_atom == pytest.approx(result.energy_ev / 4)
+
+
+def test_step_limit_and_positions_only_mode():
+    start = fcc_cu(3.85)
+    start.perturb(0.05)
+    capped = relax(start, EMTPotential(), steps=3)
+    assert (capped.steps, capped.converged) == (3, False)
+    fixed_cell = relax(start, EMTPotential(), fmax=0.01, relax_cell=False)
+    assert fixed_cell.converged
+    assert fixed_cell.structure.lattice.matrix == pytest.approx(start.lattice.matrix)
+
+
+def test_species_and_site_properties_survive():
+    start = Structure.from_spacegroup("Fm-3m", Lattice.cubic(3.7), ["Cu"], [[0, 0, 0]])
+    start.add_site_property("label", ["a", "b", "c", "d"])
+    start.add_oxidation_state_by_element({"Cu": 0})
+    result = relax(start, EMTPotential())
+    assert [str(sp) for sp in result.structure.species] == [str(sp) for sp in start.species]
+    assert result.structure.site_properties["label"] == ["a", "b", "c", "d"]
+
+
+@pytest.fixture(scope="module")
+def m3gnet():
+    return load_mlip("m3gnet", device="cpu")
+
+
+def test_bad_input_is_a_scoring_error_or_value_error(m3gnet):
+    with pytest.raises(ScoringError, match="isolated atom"):
+        relax(Structure(Lattice.cubic(25), ["Na"], [[0, 0, 0]]), m3gnet)
+    with pytest.raises(ValueError):
+        relax(fcc_cu(3.6), EMTPotential(), fmax=0)
+
+
+def test_strained_nacl_relaxes_back_with_m3gnet(m3gnet):
+    start = Structure.from_spacegroup("Fm-3m", Lattice.cubic(6.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    start.perturb(0.05)
+    initial = m3gnet.predict([start])[0].energy_per_atom
+    result = relax(start, m3gnet, fmax=0.02)
+    assert result.converged
+    assert result.energy_per_atom < initial
+    assert np.mean(result.structure.lattice.abc) == pytest.approx(5.69132, abs=0.01)  # model card
+    assert result.energy_per_atom == pytest.approx(-3.3675, abs=2e-3)  # EOS minimum is flat around 5.69 Å
+    assert result.structure.composition == start.composition
