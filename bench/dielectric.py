@@ -150,10 +150,13 @@ Loaded by `core.scoring.dielectric.load_dielectric_model()`; code and descriptor
 - Regressor: {len(SEEDS)} LightGBM boosters (seeds {', '.join(map(str, SEEDS))}), {ROUNDS} rounds each, L1 loss on ln n
   (the metric is MAE and n is long-tailed); prediction = exp(mean ln n), clipped to n ≥ 1, returned as ε = n².
   Parameters: {params}.
-- Why this and not a GNN: measured, not assumed. On folds 0–1, adding a pretrained CHGNet embedding (64-d crystal
-  feature + pooled atom features, 193 numbers) to these descriptors made the n MAE worse (0.192/0.266 vs
-  0.185/0.258 without) and costs ≈ 65 ms/structure; training a matgl GNN from scratch for five folds does not
-  fit the 2-core budget, and the leaderboard's GNNs (ALIGNN 0.34, CGCNN 0.60) trail descriptor models here.
+- Why this and not a GNN: measured, not assumed. In a prototype run (one booster, 800 rounds, no Lorentz–Lorenz
+  pair) on folds 0–1, adding a frozen pretrained CHGNet embedding (64-d crystal feature + max/std-pooled atom
+  features + energy, 193 numbers) to these descriptors made the n MAE worse (0.192/0.266 vs 0.185/0.258 without),
+  and it costs ≈ 65–220 ms/structure on this CPU (18 min for the 4,764 rows under load) where the descriptors take
+  a few ms. Training a matgl GNN from scratch for five folds does not fit the 2-core budget, and the leaderboard's
+  GNNs (ALIGNN 0.34, CGCNN 0.60) trail descriptor models on this task. The L1 loss matters most: the same
+  prototype with a squared loss on n scored 0.50–0.58 on folds 0–1 (long tail), 0.23–0.31 on ln n.
 - Elements: the {{elements}} elements present in {DATASET}; any other element (e.g. noble gases, Pm, Po, Np, Pu)
   gives a per-structure error "element X not covered".
 

@@ -28,16 +28,17 @@ def zincblende(a: str, b: str, lattice_a: float) -> Structure:
     return Structure.from_spacegroup("F-43m", Lattice.cubic(lattice_a), [a, b], [[0, 0, 0], [0.25, 0.25, 0.25]])
 
 
-# experimental lattice constants (Å) and electronic (high-frequency) refractive indices n = √ε∞
-EXPERIMENT = {
-    "LiF": (rocksalt("Li", "F", 4.03), 1.39),
-    "KCl": (rocksalt("K", "Cl", 6.29), 1.48),
-    "NaCl": (rocksalt("Na", "Cl", 5.64), 1.53),
-    "MgO": (rocksalt("Mg", "O", 4.21), 1.72),
-    "C (diamond)": (zincblende("C", "C", 3.567), 2.39),
-    "ZnS": (zincblende("Zn", "S", 5.41), 2.26),
-    "GaAs": (zincblende("Ga", "As", 5.653), 3.30),
-    "Si": (zincblende("Si", "Si", 5.431), 3.42),
+# experimental lattice constants (Å); n of the Materials Project DFPT (PBE) entry of the same phase
+# (the level the model is trained on) and the experimental electronic n = √ε∞
+REFERENCE = {
+    "LiF": (rocksalt("Li", "F", 4.03), 1.454, 1.39),
+    "KCl": (rocksalt("K", "Cl", 6.29), 1.582, 1.48),
+    "NaCl": (rocksalt("Na", "Cl", 5.64), 1.577, 1.53),
+    "MgO": (rocksalt("Mg", "O", 4.21), 1.791, 1.72),
+    "C (diamond)": (zincblende("C", "C", 3.567), 2.414, 2.39),
+    "ZnS": (zincblende("Zn", "S", 5.41), 2.430, 2.26),
+    "GaAs": (zincblende("Ga", "As", 5.653), 3.852, 3.30),
+    "Si": (zincblende("Si", "Si", 5.431), 3.606, 3.42),
 }
 
 
@@ -46,16 +47,23 @@ def model():
     return load_dielectric_model()
 
 
-def test_experimental_refractive_indices(model):
-    """n = √ε within 20 % of experiment (targets are PBE-DFPT, which overestimate small-gap n a little)."""
-    eps = model.predict([s for s, _ in EXPERIMENT.values()])
-    n = {name: math.sqrt(e) for name, e in zip(EXPERIMENT, eps)}
-    for name, (_, expected) in EXPERIMENT.items():
-        assert abs(n[name] - expected) / expected < 0.20, (name, n[name], expected)
-    # a wide-gap fluoride is the least polarisable; covalent semiconductors far more
-    assert 1.25 < n["LiF"] < 1.55 and 1.6 < eps[0] < 2.4
-    assert n["LiF"] < n["NaCl"] < n["C (diamond)"] < n["Si"]
+def test_known_refractive_indices(model):
+    """n = √ε within 10 % of DFPT for classic crystals built from experimental lattice constants."""
+    eps = model.predict([s for s, _, _ in REFERENCE.values()])
+    n = {name: math.sqrt(e) for name, e in zip(REFERENCE, eps)}
+    for name, (_, dfpt, experiment) in REFERENCE.items():
+        assert abs(n[name] - dfpt) / dfpt < 0.10, (name, n[name], dfpt)
+    # a wide-gap fluoride is the least polarisable (n ≈ 1.4, ε ≈ 1.9-2.1); covalent semiconductors far more
+    assert 1.3 < n["LiF"] < 1.6 and 1.69 < eps[0] < 2.56
+    assert n["LiF"] < n["NaCl"] < n["MgO"] < n["C (diamond)"] < n["Si"]
     assert min(n["Si"], n["GaAs"]) > 2.0 * n["LiF"]
+
+
+@pytest.mark.parametrize("name", ["LiF", "NaCl", "MgO", "C (diamond)", "ZnS"])
+def test_wide_gap_crystals_near_experiment(model, name):
+    """Where PBE's gap error is small, the prediction is within 12 % of the measured n as well."""
+    structure, _, experiment = REFERENCE[name]
+    assert abs(math.sqrt(model.predict([structure])[0]) - experiment) / experiment < 0.12
 
 
 def test_matbench_rows_within_measured_error(model):
@@ -80,7 +88,7 @@ def test_eps_at_least_one_and_intensive(model):
 
 
 def test_deterministic_across_calls_and_loads(model):
-    structures = [s for s, _ in EXPERIMENT.values()]
+    structures = [s for s, _, _ in REFERENCE.values()]
     first = model.predict(structures)
     assert model.predict(structures) == first
     assert model.predict(structures[::-1]) == first[::-1]
