@@ -1,6 +1,6 @@
 """ε_elec model on the matbench protocol, then the shipped model trained on all rows, and its model card.
 
-    nice -n 10 .venv/bin/python bench/dielectric.py            # 5 folds + final model (≈ 45 min, 2 shared cores)
+    nice -n 10 .venv/bin/python bench/dielectric.py            # 5 folds + final model (≈ 20-25 min, 2 shared cores)
     nice -n 10 .venv/bin/python bench/dielectric.py --folds 0  # one fold only, nothing shipped
 
 matbench_dielectric (4,764 Materials Project structures, target: refractive index n), split as
@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     t3 = time.perf_counter()
     mean = float(np.mean([r["n_mae"] for r in results]))
     folder = train_and_save(args.out, extra_meta={"cv_n_mae": round(mean, 4),
-                                                  "cv_fold_n_mae": [round(r["n_mae"], 4) for r in results]})
+                                                  "cv_fold_n_mae": [round(r["n_mae"], 4) for r in results]},
+                            data=(structures, n, rows))
     timings["final"] = time.perf_counter() - t3
     timings["speed_rows"] = 500
     timings["total"] = time.perf_counter() - t0

@@ -38,6 +38,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 from pymatgen.core import Element, Structure
+from pymatgen.core.units import amu_to_kg  # density in g/cm³ exactly as Structure.density, without its unit objects
 
 from core.errors import CheckpointError, InvalidInputError, ScoringError
 from core.settings import checkpoints_dir, require
@@ -180,7 +181,7 @@ def descriptors(structure: Structure) -> np.ndarray:
     except Exception:  # noqa: BLE001 - symmetry is one feature; unknown is allowed
         spacegroup = np.nan
     geometry = [
-        volume / nsites, structure.density, 4 / 3 * np.pi * np.sum(radius ** 3) / volume, np.sum(radius ** 3) / volume,
+        volume / nsites, float(structure.composition.weight) * amu_to_kg * 1e3 / (volume * 1e-24), 4 / 3 * np.pi * np.sum(radius ** 3) / volume, np.sum(radius ** 3) / volume,
         nearest.mean(), nearest.min(), nearest.std(), coordination.mean(), coordination.std(),
         coordination.min(), coordination.max(), ratio.mean(), ratio.min(), ratio.max(),
         np.nanmean(dchi), np.nanmax(dchi), np.mean(numbers[ci] == numbers[cj]), spacegroup,
