@@ -165,6 +165,7 @@ Loaded by `core.scoring.dielectric.load_dielectric_model()`; code and descriptor
 {sizes}
 
 LightGBM text models (gzip, no pickle) + JSON metadata. Trained on all {timings['rows']} rows.
+Training is deterministic (one thread, fixed seeds): a retrain reproduces the trees byte for byte.
 
 ## Retrain
     nice -n 10 {RETRAIN}          # the shipped model only (≈ {timings['final'] / 60:.0f} min)

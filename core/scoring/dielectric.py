@@ -97,11 +97,10 @@ def element_table() -> np.ndarray:
 
     table = np.full((119, len(ELEMENT_PROPERTIES)), np.nan)
     for z in range(1, 119):
-        symbol = Element.from_Z(z).symbol
-        magpie = lookup_element_magpie_data(symbol, copy=False) if z <= 97 else None
+        element = Element.from_Z(z)
+        magpie = lookup_element_magpie_data(element.symbol, copy=False) if z <= 97 else None  # smact's table ends at Bk
         if magpie:
             table[z, :len(MAGPIE_PROPERTIES)] = [magpie[p] for p in MAGPIE_PROPERTIES]
-        element = Element.from_Z(z)
         ionization = element.data.get("Ionization energies") or []
         if ionization and ionization[0] is not None:
             table[z, -2] = ionization[0]
