@@ -227,25 +227,34 @@ class EhullReward:
 
 
 class FomReward:
-    """r(x) = ε_elec(x) · E_g(x) in eV (figure of merit), from the band-gap and dielectric models."""
+    """r(x) = ε_elec(x) · E_g(x) in eV (figure of merit), from the band-gap and dielectric models.
+
+    Structures that cannot be scored (unbuildable, overlapping atoms, elements a model lacks) get
+    FOM_INVALID_VALUE. No energy is computed: stability is judged afterwards, as in the paper.
+    """
 
     def __init__(self, device: str | None = None):
         self.device = device
 
     def __call__(self, structures):
-        from core.scoring.pipeline import score
+        from core.scoring.fom import figure_of_merit
+        from core.scoring.pipeline import input_problem, load_property_models
 
-        valid = [i for i, s in enumerate(structures) if s is not None]
-        fom = np.full(len(structures), np.nan)
+        gap_model, eps_model = load_property_models(self.device)
+        idx = [i for i, s in enumerate(structures) if s is not None and input_problem(s) is None]
         gap = np.full(len(structures), np.nan)
-        if valid:
-            df = score([structures[i] for i in valid], mlip=None, hull=None, properties=True, device=self.device)
-            fom[valid] = df["fom_ev"].to_numpy(float)
-            gap[valid] = df["band_gap_ev"].to_numpy(float)
+        eps = np.full(len(structures), np.nan)
+        if idx:
+            batch = [structures[i] for i in idx]
+            for i, g, e in zip(idx, gap_model.predict(batch), eps_model.predict(batch)):
+                if not isinstance(g, Exception) and not isinstance(e, Exception):
+                    gap[i], eps[i] = float(g), float(e)
+        fom = np.array([figure_of_merit(e, g) if np.isfinite(e) and np.isfinite(g) else np.nan for e, g in zip(eps, gap)])
         ok = np.isfinite(fom)
         reward = np.where(ok, np.nan_to_num(fom), FOM_INVALID_VALUE)
         stats = {"fom_mean": float(np.mean(fom[ok])) if ok.any() else math.nan,
-                 "band_gap_mean": float(np.nanmean(gap)) if np.isfinite(gap).any() else math.nan,
+                 "band_gap_mean": float(np.mean(gap[ok])) if ok.any() else math.nan,
+                 "eps_mean": float(np.mean(eps[ok])) if ok.any() else math.nan,
                  "scored_fraction": float(ok.mean())}
         return reward, stats
 

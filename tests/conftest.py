@@ -43,3 +43,13 @@ def tiny_checkpoint():
 
     cfg = ModelConfig.from_json(FIXTURES / "tiny" / "config.json")
     return load_checkpoint(FIXTURES / "tiny" / "perturbed", cfg)
+
+
+@pytest.fixture(scope="session")
+def base_checkpoint():
+    """The shipped base model (checkpoints/base), part of the repository."""
+    from core.checkpoint import load_checkpoint
+
+    path = settings.checkpoints_dir() / "base"
+    assert (path / "params.npz").exists(), f"the shipped base checkpoint is missing at {path}"
+    return load_checkpoint(path)
