@@ -6,6 +6,7 @@ files from ``core.export``; this module lays them out and turns a missing piece 
 from __future__ import annotations
 
 import html
+import importlib.util
 import math
 from typing import Any, Mapping
 
@@ -119,6 +120,33 @@ def facts_html(pairs) -> str:
 # ---------------------------------------------------------------------------------------------
 # Streamlit panel
 # ---------------------------------------------------------------------------------------------
+def _structure(structure_json: str):
+    from pymatgen.core import Structure
+
+    return Structure.from_str(structure_json, fmt="json")
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def cached_view_html(structure_json: str, script: str | None, style: str, n: int, cell: str, bonds: bool) -> str:
+    """The 3D page of a structure (cached: a rerun of the page never rebuilds an unchanged scene)."""
+    from core.view import view_html
+
+    return view_html(_structure(structure_json), script=script, style=style, supercell=(n, n, n), cell=cell,
+                     bonds=bonds, width="100%", height=VIEW_HEIGHT_PX)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def cached_symmetry(structure_json: str) -> tuple[dict[str, str], pd.DataFrame]:
+    return symmetry_table(_structure(structure_json))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def cached_xrd(structure_json: str) -> pd.DataFrame:
+    from core.xrd import xrd_pattern
+
+    return xrd_pattern(_structure(structure_json))
+
+
 def facts_table(pairs) -> None:
     st.markdown(facts_html(pairs), unsafe_allow_html=True)
 
@@ -139,9 +167,7 @@ def static_3dmol_url() -> str | None:
 
 def viewer(structure, key: str) -> None:
     """3D view with style / supercell / cell / bonds controls."""
-    try:
-        from core.view import view_html
-    except ImportError:
+    if importlib.util.find_spec("core.view") is None:
         st.info("3D view: core/view.py is not in this checkout yet.")
         return
     c1, c2, c3, c4 = st.columns([1.2, 1, 1.2, 0.8])
@@ -150,8 +176,7 @@ def viewer(structure, key: str) -> None:
     cell = c3.selectbox("Cell", ("conventional", "primitive", "as-is"), key=f"{key}-cell")
     bonds = c4.toggle("Bonds", value=True, key=f"{key}-bonds")
     try:
-        page = view_html(structure, script=static_3dmol_url(), style=style, supercell=(n, n, n), cell=cell,
-                         bonds=bonds, width="100%", height=VIEW_HEIGHT_PX)
+        page = cached_view_html(structure.to_json(), static_3dmol_url(), style, n, cell, bonds)
     except Exception as exc:  # noqa: BLE001 - a structure that cannot be drawn must not break the page
         show_error(exc, "could not draw this structure")
         return
@@ -175,15 +200,13 @@ def downloads(structure, name: str, key: str) -> None:
 
 
 def xrd(structure) -> None:
-    try:
-        from core.xrd import xrd_pattern
-    except ImportError:
+    if importlib.util.find_spec("core.xrd") is None:
         st.info("XRD: core/xrd.py is not in this checkout yet.")
         return
     from app.plots import xrd_figure
 
     try:
-        pattern = xrd_pattern(structure)
+        pattern = cached_xrd(structure.to_json())
     except Exception as exc:  # noqa: BLE001
         show_error(exc, "could not compute the XRD pattern")
         return
@@ -215,7 +238,7 @@ def structure_panel(structure, row: Mapping[str, Any], *, title: str, key: str, 
             st.code(token_string, language=None)
     with tab_sym:
         try:
-            facts, sites = symmetry_table(structure)
+            facts, sites = cached_symmetry(structure.to_json())
         except Exception as exc:  # noqa: BLE001
             show_error(exc, "symmetry analysis failed")
         else:

@@ -55,7 +55,8 @@ class AppServer:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app" / "main.py"), "--server.headless", "true",
-             "--server.port", str(self.port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+             "--server.port", str(self.port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
             cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout_s
         while time.time() < deadline:
@@ -146,12 +147,20 @@ def plotly_traces(page, chart_index: int = 0) -> list[dict]:
 
 
 def click_plot_point(page, trace_name: str, point: int = 0, chart_index: int = 0) -> dict:
-    """Click one marker of a named trace of a plotly chart; returns that trace's info."""
+    """Click one marker of a named trace of a plotly chart (at its pixel position); returns the trace's info."""
+    page.locator(".js-plotly-plot").nth(chart_index).wait_for()
     traces = plotly_traces(page, chart_index)
-    index = next(k for k, t in enumerate(traces) if t["name"] == trace_name)
+    info = next(t for t in traces if t["name"] == trace_name)
     chart = page.locator(".js-plotly-plot").nth(chart_index)
-    chart.locator(".scatterlayer .trace").nth(index).locator("path.point").nth(point).click(force=True)
-    return traces[index]
+    chart.scroll_into_view_if_needed()
+    xy = page.evaluate(
+        """([k, name, i]) => { const gd = document.querySelectorAll('.js-plotly-plot')[k];
+             const t = gd.data.find(t => t.name === name);
+             const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+             return [box.left + xa._offset + xa.d2p(t.x[i]), box.top + ya._offset + ya.d2p(t.y[i])]; }""",
+        [chart_index, trace_name, point])
+    page.mouse.click(xy[0], xy[1])
+    return info
 
 
 def canvas_colours(png: bytes) -> int:

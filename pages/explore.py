@@ -37,12 +37,29 @@ filters = Filters(None if limit >= 1.0 else limit, keep_missing, valid_only, uni
 shown = apply_filters(frame, filters)
 color_max = st.session_state.get("explore-cmax", 0.4)
 
+ids = ranked_ids(shown)
+if not ids:
+    st.warning("No structure passes the filters; loosen them above.")
+    st.stop()
+# the selected structure, decided before drawing: a new plot click wins, else the picker, else the best FoM
+clicked = clicked_id(st.session_state.get("pareto"))
+selected = state.get(state.SELECTED)
+if clicked is not None and clicked != state.get("explore-last-click") and clicked in ids:
+    state.put("explore-last-click", clicked)
+    selected = clicked
+elif st.session_state.get("explore-pick") in ids:
+    selected = st.session_state["explore-pick"]
+if selected not in ids:
+    selected = ids[0]
+state.put(state.SELECTED, selected)
+st.session_state["explore-pick"] = selected
+
 left, right = st.columns([3, 2])
 with left:
-    fig = pareto_figure(shown, ehull_max=color_max, selected_id=state.get(state.SELECTED))
+    fig = pareto_figure(shown, ehull_max=color_max, selected_id=selected)
     fig.update_layout(uirevision="pareto")  # keep zoom while rows arrive
-    event = st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key="pareto")
-    placed = int(fig.data and sum(len(t.x) for t in fig.data if t.name in ("structures", "no E<sub>hull</sub>")))
+    st.plotly_chart(fig, width="stretch", on_select="rerun", selection_mode="points", key="pareto")
+    placed = sum(len(t.x) for t in fig.data if t.name in ("structures", "no E<sub>hull</sub>"))
     st.caption(f"{placed} of {len(shown)} shown structures have both E_g and ε_elec "
                f"({len(frame)} in the session). Colour scale: E_hull 0 to {color_max:g} eV/atom.")
 with right:
@@ -52,25 +69,9 @@ with right:
                  height=min(320, 38 + 35 * len(front)))
     st.number_input("Colour scale top (eV/atom)", 0.05, 2.0, 0.4, 0.05, key="explore-cmax")
 
-# the selected structure: a plot click wins when it is new, else the picker
-clicked = clicked_id(event)
-if clicked is not None and clicked != state.get("explore-last-click"):
-    state.put("explore-last-click", clicked)
-    state.put(state.SELECTED, clicked)
-    st.session_state["explore-pick"] = clicked
-ids = ranked_ids(shown)
-if not ids:
-    st.warning("No structure passes the filters; loosen them above.")
-    st.stop()
 labels = {int(r["id"]): choice_label(r) for _, r in shown.iterrows()}
-selected = state.get(state.SELECTED)
-if st.session_state.get("explore-pick") not in ids:
-    st.session_state["explore-pick"] = selected if selected in ids else ids[0]
 pick = st.selectbox("Structure", ids, format_func=labels.get, key="explore-pick",
                     help="Click a point in the plot, or choose here (sorted by FoM)")
-if pick != selected:
-    state.put(state.SELECTED, pick)
-    st.rerun()
 
 entry = pool.entries[pick]
 row = frame.loc[pick].to_dict()

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHOTS = REPO / "docs" / "screenshots"
 VIEWPORT = {"width": 1360, "height": 900}
 TIMEOUT_MS = 240_000
-SAMPLES = 12
+SAMPLES = 8
 
 pytestmark = pytest.mark.browser
 
@@ -105,7 +105,7 @@ def test_generate_score_click_view_shortlist_restart_export(setup):
                 harness.open_page(page, title)
                 if title == "Compare":
                     number = page.get_by_label("Samples per model")
-                    number.fill("8")
+                    number.fill("4")
                     number.blur()
                     page.get_by_role("button", name="Run comparison").click()
                     page.get_by_text(re.compile(r"Comparison: scoring \d+/\d+ · .*\(finished\)")).wait_for()
