@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
-from pymatgen.core import Structure
+from pymatgen.core import Lattice, Structure
 
 from core.errors import ScoringError
 
@@ -94,3 +94,23 @@ def fake_relax(structure: Structure, mlip: FakeMLIP, fmax: float = 0.1, steps: i
     energy = mlip.energy(structure)
     return SimpleNamespace(structure=structure.copy(), energy_ev=energy, energy_per_atom=energy / len(structure),
                            steps=0, converged=True)
+
+
+FCC = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
+
+
+def rocksalt(a: float = 5.69, species: tuple[str, str] = ("Na", "Cl"), shift: float = 0.0) -> Structure:
+    """Conventional rock-salt cell (8 atoms, a in Å), built directly: ``Structure.from_spacegroup`` on
+    Fm-3m compares its 192 operations pairwise and takes seconds. ``shift`` (eV/atom) feeds FakeMLIP."""
+    cation, anion = species
+    coords = FCC + [[(x + 0.5) % 1, (y + 0.5) % 1, (z + 0.5) % 1] for x, y, z in FCC]
+    structure = Structure(Lattice.cubic(a), [cation] * 4 + [anion] * 4, coords)
+    structure.properties["shift"] = shift
+    return structure
+
+
+def fluorite(a: float, species: tuple[str, str]) -> Structure:
+    """Conventional fluorite cell AB2 (12 atoms, a in Å)."""
+    cation, anion = species
+    anions = [[x, y, z] for x in (0.25, 0.75) for y in (0.25, 0.75) for z in (0.25, 0.75)]
+    return Structure(Lattice.cubic(a), [cation] * 4 + [anion] * 8, FCC + anions)

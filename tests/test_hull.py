@@ -22,7 +22,7 @@ from core.scoring.hull import (
     mlip_entry,
     mp_run_parameters,
 )
-from scoring_doubles import FakeMLIP
+from scoring_doubles import FakeMLIP, rocksalt
 
 HULLS = settings.data_dir() / "hulls"
 NA_FE_P_O = HULLS / "Na-Fe-P-O.json.gz"
@@ -37,12 +37,6 @@ MP2020_CL = -0.614
 def _raw(path: Path) -> list[dict]:
     with gzip.open(path, "rt") as fh:
         return json.load(fh)
-
-
-def _rocksalt(a: float = 5.69, species=("Na", "Cl"), shift: float = 0.0) -> Structure:
-    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]])
-    s.properties["shift"] = shift
-    return s
 
 
 @pytest.fixture
@@ -70,7 +64,7 @@ def test_fe_oxide_gets_oxide_and_gga_u_corrections():
 
 
 def test_nacl_gets_anion_but_no_u_correction():
-    nacl = _rocksalt()
+    nacl = rocksalt()
     params = mp_run_parameters(nacl.composition)
     assert params["run_type"] == "GGA" and not params["hubbards"]
     entry = mlip_entry(nacl, -27.0, corrected=True)
@@ -80,9 +74,9 @@ def test_nacl_gets_anion_but_no_u_correction():
 
 
 def test_uncorrected_entry_and_bad_energy():
-    assert mlip_entry(_rocksalt(), -27.0, corrected=False).correction == 0.0
+    assert mlip_entry(rocksalt(), -27.0, corrected=False).correction == 0.0
     with pytest.raises(ScoringError, match="non-finite"):
-        mlip_entry(_rocksalt(), math.nan, corrected=True)
+        mlip_entry(rocksalt(), math.nan, corrected=True)
 
 
 # ---------------------------------------------------------------- Kind A: MP entries file
@@ -148,7 +142,7 @@ def test_non_mp_mlip_is_compared_on_the_formation_scale(tmp_cache):
 def test_element_outside_the_file_is_a_clear_error():
     dft = FakeMLIP({}, name="dft", mp_compatible=True)
     reference = load_hull_reference(NA_FE_P_O, dft)
-    licl = _rocksalt(species=("Li", "Cl"))
+    licl = rocksalt(species=("Li", "Cl"))
     [result] = reference.e_above_hull_many([licl], [-10.0])
     assert isinstance(result, ScoringError) and "Cl" in str(result) and "Li" in str(result)
 

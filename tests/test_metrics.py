@@ -20,10 +20,7 @@ from core.scoring.metrics import (
     summarize,
     unique_flags,
 )
-
-
-def rocksalt(a=5.69, species=("Na", "Cl")) -> Structure:
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]])
+from scoring_doubles import rocksalt
 
 
 def cscl_type(a=3.3, species=("Na", "Cl")) -> Structure:

@@ -14,19 +14,13 @@ from pymatgen.core import Lattice, Structure
 from core.errors import ScoringError
 from core.scoring import hull, pipeline
 from core.scoring.pipeline import COLUMNS, input_problem, score, score_iter
-from scoring_doubles import FakeMLIP, FakePropertyModel, fake_relax
+from scoring_doubles import FakeMLIP, FakePropertyModel, fake_relax, fluorite, rocksalt
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # elemental energies (eV/atom): any numbers work, these are MP's PBE values for realism
 MU = {"Na": -1.31, "Cl": -1.84, "K": -1.11, "Br": -1.63, "Li": -1.91, "F": -1.91, "Mg": -1.60, "O": -4.95,
       "Cs": -0.90, "Ca": -2.01}
-
-
-def rocksalt(a=5.69, species=("Na", "Cl"), shift=0.0) -> Structure:
-    s = Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]])
-    s.properties["shift"] = shift
-    return s
 
 
 def missing(value) -> bool:
@@ -57,7 +51,7 @@ def bad_batch() -> tuple[list, dict[int, str]]:
     """Good structures with each kind of bad structure between them; index -> expected error keyword."""
     nan_lattice = Structure(Lattice(np.full((3, 3), np.nan)), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     overlapping = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
-    uncovered = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.47), ["U", "O"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    uncovered = fluorite(5.47, ("U", "O"))
     isolated = Structure(Lattice.cubic(12.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     huge = Structure(Lattice.cubic(1.0e4), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     items = [rocksalt(), nan_lattice, overlapping, rocksalt(6.6, ("K", "Br")), uncovered, isolated, huge, None,
@@ -162,7 +156,7 @@ def test_bundled_hull_through_the_pipeline(fakes):
     df = score(structures, mlip=fakes, hull="bundled", properties=False)
     assert list(df["e_above_hull"]) == pytest.approx([-0.02, 0.07, 0.2, 0.05], abs=1e-9)
     assert list(df["e_form_per_atom"]) == pytest.approx([-0.02, 0.07, 0.2, 0.05], abs=1e-9)
-    assert set(df["hull_reference"]) == {"bundled-v1/fake"}
+    assert set(df["hull_reference"]) == {f"{hull.BUNDLED_VERSION}/fake"}
     assert list(df["hull_elements_only"]) == [False, False, False, True]   # matbench has no Na-K compound
 
 
@@ -199,7 +193,7 @@ def test_real_models_bad_batch_errors_only_in_bad_rows(real_cache):
     bad structure: those rows carry the reason, the others are scored (rock-salt NaCl, KBr, LiF are all
     on Materials Project's hull, E_hull = 0, and PBE band gaps of 5.0 / 4.3 / 8.7 eV)."""
     items, expected = bad_batch()
-    items[4] = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.6), ["Po", "O"], [[0, 0, 0], [0.25, 0.25, 0.25]])
+    items[4] = fluorite(5.6, ("Po", "O"))
     expected[4] = "Po"   # polonium is outside M3GNet-MP-2021's 89 elements
     properties = _properties_available()
     df = score(items, hull="bundled", properties=properties, batch_size=4)
@@ -210,7 +204,7 @@ def test_real_models_bad_batch_errors_only_in_bad_rows(real_cache):
             continue
         assert row["error"] is None, row["error"]
         assert abs(row["e_above_hull"]) < 0.08, (row["formula"], row["e_above_hull"])
-        assert row["hull_reference"] == "bundled-v1/m3gnet" and not row["hull_elements_only"]
+        assert row["hull_reference"] == f"{hull.BUNDLED_VERSION}/m3gnet" and not row["hull_elements_only"]
         assert -4.0 < row["e_form_per_atom"] < -1.5
         if properties:
             assert row["band_gap_ev"] > 3.0 and row["eps_elec"] > 1.0
@@ -227,3 +221,22 @@ def test_real_relaxation_recovers_rock_salt(real_cache):
     assert row["match_relaxed"] and row["rmsd_relaxed"] < 0.05   # the same rock salt, only smaller
     static = score([strained], hull=None, properties=False).iloc[0]
     assert row["energy_per_atom"] < static["energy_per_atom"]
+
+
+@pytest.mark.slow
+def test_real_elemental_references_agree_with_mp_dft(real_cache):
+    """M3GNet-MP-2021 was trained on MP's PBE energies, so its relaxed elemental phases of the bundled
+    hull should sit near MP's own elemental references (shared/data/mp-elemental-reference-entries)."""
+    import gzip
+    import json
+
+    from pymatgen.entries.computed_entries import ComputedEntry
+
+    from core import settings
+    from core.scoring.mlip import load_mlip
+
+    with gzip.open(settings.data_dir() / "mp-elemental-reference-entries.json.gz", "rt") as fh:
+        mp = {el: ComputedEntry.from_dict(d).energy_per_atom for el, d in json.load(fh).items()}
+    ours = hull.mlip_elemental_potentials(frozenset({"Na", "Cl", "Li", "F"}), load_mlip("m3gnet"))
+    for element, mu in ours.items():
+        assert mu == pytest.approx(mp[element], abs=0.12), element

@@ -27,6 +27,8 @@ fidelity), ``eps_elec`` (dimensionless), ``fom_ev`` (ε_elec × E_g), ``struct_v
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -173,6 +175,12 @@ class _Scorer:
         if training_set is not None:
             self.novelty = training_set if isinstance(training_set, NoveltyChecker) else NoveltyChecker(training_set)
         self.uniqueness = UniquenessTracker()
+        try:
+            energy_only = "forces" in inspect.signature(self.mlip.predict).parameters
+        except (TypeError, ValueError):
+            energy_only = False
+        self._energies: Callable[[list[Structure]], list[Any]] = (
+            functools.partial(self.mlip.predict, forces=False) if energy_only else self.mlip.predict)
 
     @staticmethod
     def _batched(rows: list[_Row], stage: str, predict: Callable[[list[Structure]], list[Any]]) -> list[tuple[_Row, Any]]:
@@ -221,9 +229,8 @@ class _Scorer:
     def score_chunk(self, items: Sequence[Any]) -> list[dict[str, Any]]:
         rows = [_Row(item) for item in items]
         # 1. static energies (also screens out structures a model cannot handle before relaxing them);
-        #    an MLIP may offer an energy-only ``predict_energies`` (no force/stress backward pass)
-        predict = getattr(self.mlip, "predict_energies", None) or self.mlip.predict
-        for row, result in self._batched(rows, "energy", predict):
+        #    energy only where the MLIP allows it: no force/stress backward pass
+        for row, result in self._batched(rows, "energy", self._energies):
             row.values["energy_ev"] = float(result.energy_ev)
             row.values["energy_per_atom"] = float(result.energy_per_atom)
         # 2. relaxation

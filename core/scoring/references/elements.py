@@ -4,11 +4,13 @@ Every element gets one or more candidate phases; each is relaxed with the MLIP t
 query and the lowest energy per atom becomes that element's reference (the phase diagram picks the
 minimum automatically). Rules, in order:
 
-1. **Diatomic molecular elements** (H, N, O, F, Cl, Br, I): one X2 dimer (bond 2 × covalent radius,
-   along the cube diagonal) in a cubic cell of edge max(5 Å, bond + 2 × van der Waals radius).
-   Only the atom positions relax; the cell stays fixed, because the MLIPs carry no dispersion and
-   a cell relaxation of a molecular crystal is ill-defined. This is essentially the free molecule, as
-   in Materials Project's O2 / F2 / N2 reference entries.
+1. **Diatomic molecular elements** (H, N, O, F, Cl, Br, I): a molecular crystal of X2 dimers in the
+   α-N2 structure (Pa-3: four molecules on fcc sites along the four body diagonals), bond 2 × covalent
+   radius, cell edge from a volume per molecule of 2 × (4/3)π r_vdW³ / 0.7 (close-packed van der Waals
+   spheres: 45 Å^3 for N2 as in α-N2, 38 Å^3 for F2). Only the atom positions relax; the cell stays
+   fixed, because the MLIPs carry no dispersion and a cell relaxation of a molecular crystal is
+   ill-defined. A molecule alone in a box is out of the MLIPs' training distribution: M3GNet-MP-2021
+   puts an isolated F2 0.48 eV/atom below MP's F2 crystal, while this crystal lands within 0.03.
 2. **ASE reference crystal** (``ase.build.bulk(symbol)``: the experimental ground-state structure and
    lattice constant for most metals and semiconductors), relaxed with cell and positions.
 3. **Elements ASE cannot build** (He, B, P, S, Mn, Ga, Se, Te, Pm, At, Rn, Fr, Ra, Pa, Pu): the simple prototypes fcc, bcc, hcp (ideal c/a), simple cubic and
@@ -24,7 +26,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 from ase import Atoms
 from ase.build import bulk
 from ase.data import atomic_numbers, covalent_radii, vdw_radii
@@ -34,14 +35,14 @@ from pymatgen.io.ase import AseAtomsAdaptor
 DIATOMIC = frozenset({"H", "N", "O", "F", "Cl", "Br", "I"})
 NOBLE_GASES = frozenset({"He", "Ne", "Ar", "Kr", "Xe", "Rn"})
 PROTOTYPES = ("fcc", "bcc", "hcp", "sc", "diamond")
-MIN_MOLECULE_CELL = 5.0  # Å
+VDW_PACKING = 0.7   # packing fraction of van der Waals spheres in a molecular crystal
 
 
 @dataclass(frozen=True)
 class ElementCandidate:
     """One starting structure for an elemental reference phase."""
 
-    label: str            # e.g. "ase-bulk-bcc", "prototype-fcc", "molecule-O2"
+    label: str            # e.g. "ase-bulk-bcc", "prototype-fcc", "molecular-crystal-O2-Pa-3"
     structure: Structure
     relax_cell: bool      # False for molecules: positions only, fixed cell
 
@@ -53,15 +54,15 @@ def _to_structure(atoms: Atoms) -> Structure:
     return structure
 
 
-def _molecule(symbol: str) -> ElementCandidate:
+def _molecular_crystal(symbol: str) -> ElementCandidate:
     z = atomic_numbers[symbol]
     bond = 2.0 * covalent_radii[z]
-    vdw = vdw_radii[z] if math.isfinite(vdw_radii[z]) else 2.0 * covalent_radii[z]
-    edge = max(MIN_MOLECULE_CELL, bond + 2.0 * vdw)
-    centre = np.full(3, edge / 2.0)
-    half = bond / 2.0 * np.ones(3) / math.sqrt(3.0)
-    structure = Structure(Lattice.cubic(edge), [symbol, symbol], [centre - half, centre + half], coords_are_cartesian=True)
-    return ElementCandidate(f"molecule-{symbol}2", structure, relax_cell=False)
+    radius = vdw_radii[z] if math.isfinite(vdw_radii[z]) else 2.0 * covalent_radii[z]
+    volume_per_molecule = 2.0 * (4.0 / 3.0) * math.pi * radius ** 3 / VDW_PACKING
+    edge = (4.0 * volume_per_molecule) ** (1.0 / 3.0)
+    x = bond / (2.0 * math.sqrt(3.0) * edge)   # (x, x, x) and (-x, -x, -x) are bond apart
+    structure = Structure.from_spacegroup("Pa-3", Lattice.cubic(edge), [symbol], [[x, x, x]])
+    return ElementCandidate(f"molecular-crystal-{symbol}2-Pa-3", structure, relax_cell=False)
 
 
 def _prototype(symbol: str, kind: str) -> ElementCandidate:
@@ -82,7 +83,7 @@ def element_candidates(symbol: str) -> list[ElementCandidate]:
     """
     Element(symbol)  # raises ValueError for a non-element
     if symbol in DIATOMIC:
-        return [_molecule(symbol)]
+        return [_molecular_crystal(symbol)]
     try:
         atoms = bulk(symbol)
     except (ValueError, RuntimeError, KeyError):
