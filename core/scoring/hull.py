@@ -53,12 +53,12 @@ from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEn
 
 from core.errors import MissingResourceError, ScoringError
 from core.scoring.references.entries_file import read_entries_file
-from core.scoring.references.store import ReferenceEnergies, mlip_key
+from core.scoring.references.store import COMPOUND_RECIPE, ELEMENT_RECIPE, ReferenceEnergies, mlip_key
 
 if TYPE_CHECKING:
     from core.scoring.mlip import MLIP
 
-BUNDLED_VERSION = "bundled-v2"   # bump when the bundled phases or their recipes change (new cache)
+BUNDLED_VERSION = f"bundled-{COMPOUND_RECIPE}.{ELEMENT_RECIPE}"   # names the recipes (references.store)
 HULL_KINDS = ("bundled", "mp-api")  # besides a path to an entries file
 _PD_CACHE_SIZE = 512
 
@@ -69,7 +69,7 @@ class HullResult:
 
     e_above_hull: float        # eV/atom; 0 on the hull, < 0 below it
     e_form_per_atom: float     # eV/atom, relative to the reference's elemental phases
-    reference: str             # name of the reference set, e.g. "bundled-v2/m3gnet"
+    reference: str             # name of the reference set, e.g. "bundled-v1.v3/m3gnet"
     elements_only: bool        # the reference holds only elemental phases in this chemical system
     decomposition: str         # hull phases at this composition, atom fractions: "0.6 Fe2O3 + 0.4 Na2O"
     correction_per_atom: float = 0.0  # eV/atom MP2020 correction applied to the query energy
@@ -417,7 +417,7 @@ def reference_energies(mlip: MLIP) -> ReferenceEnergies:
     key = mlip_key(mlip)
     with _STORES_LOCK:
         if key not in _STORES:
-            _STORES[key] = ReferenceEnergies(mlip, BUNDLED_VERSION)
+            _STORES[key] = ReferenceEnergies(mlip)
         return _STORES[key]
 
 

@@ -27,8 +27,6 @@ fidelity), ``eps_elec`` (dimensionless), ``fom_ev`` (ε_elec × E_g), ``struct_v
 """
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -40,6 +38,7 @@ from pymatgen.core import Structure
 from core.errors import ScoringError
 from core.scoring.fom import figure_of_merit
 from core.scoring.hull import HullReference, load_hull_reference
+from core.scoring.references.store import energy_predictor
 from core.scoring.metrics import (
     MIN_DISTANCE_A,
     MIN_VOLUME_A3,
@@ -175,12 +174,7 @@ class _Scorer:
         if training_set is not None:
             self.novelty = training_set if isinstance(training_set, NoveltyChecker) else NoveltyChecker(training_set)
         self.uniqueness = UniquenessTracker()
-        try:
-            energy_only = "forces" in inspect.signature(self.mlip.predict).parameters
-        except (TypeError, ValueError):
-            energy_only = False
-        self._energies: Callable[[list[Structure]], list[Any]] = (
-            functools.partial(self.mlip.predict, forces=False) if energy_only else self.mlip.predict)
+        self._energies = energy_predictor(self.mlip)
 
     @staticmethod
     def _batched(rows: list[_Row], stage: str, predict: Callable[[list[Structure]], list[Any]]) -> list[tuple[_Row, Any]]:
