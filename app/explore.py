@@ -91,7 +91,7 @@ def clicked_id(event: Any) -> int | None:
 
 def pareto_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The Pareto-front rows (max E_g, max ε_elec) sorted by FoM descending."""
-    from app.pareto import pareto_mask
+    from core.scoring.pareto import pareto_mask
 
     mask = pareto_mask(numeric(frame, "band_gap_ev"), numeric(frame, "eps_elec"))
     front = frame[mask]

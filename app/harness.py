@@ -142,7 +142,8 @@ def plotly_traces(page, chart_index: int = 0) -> list[dict]:
     """Name, point count and customdata of each trace of the n-th plotly chart on the page."""
     return page.evaluate(
         """(k) => { const gd = document.querySelectorAll('.js-plotly-plot')[k];
-                    return gd.data.map(t => ({name: t.name, n: (t.x || []).length, customdata: t.customdata || null})); }""",
+                    return gd._fullData.map(t => ({name: t.name, n: (t.x || []).length,
+                                                   customdata: t.customdata ? Array.from(t.customdata, r => Array.from(r, v => (typeof v === 'number' && !isFinite(v)) ? null : v)) : null})); }""",
         chart_index)
 
 
@@ -155,7 +156,7 @@ def click_plot_point(page, trace_name: str, point: int = 0, chart_index: int = 0
     chart.scroll_into_view_if_needed()
     xy = page.evaluate(
         """([k, name, i]) => { const gd = document.querySelectorAll('.js-plotly-plot')[k];
-             const t = gd.data.find(t => t.name === name);
+             const t = gd._fullData.find(t => t.name === name);
              const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
              return [box.left + xa._offset + xa.d2p(t.x[i]), box.top + ya._offset + ya.d2p(t.y[i])]; }""",
         [chart_index, trace_name, point])

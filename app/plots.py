@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from app.pareto import iso_fom_curve, pareto_points
+from core.scoring.pareto import iso_fom_curve, pareto_points
 from app.pool import numeric
 
 TEMPLATE = "plotly_white"
@@ -73,7 +73,7 @@ def _iso_lines(fig: go.Figure, x_range, y_range, levels: Sequence[float]) -> Non
     for k, fom in enumerate(levels):
         gap_lo = max(fom / y_range[1], 1e-3)
         gap, eps = iso_fom_curve(fom, gap_lo, x_range[1]) if gap_lo < x_range[1] else (np.array([]), np.array([]))
-        fig.add_trace(go.Scatter(x=gap, y=eps, mode="lines", name=f"ε·E<sub>g</sub> = {fom:g} eV",
+        fig.add_trace(go.Scatter(x=gap, y=eps, mode="lines", name="iso-FoM ε·E<sub>g</sub> (eV)",
                                  line=dict(color="#888", width=1, dash="dash" if fom == 10 else "dot"),
                                  hoverinfo="skip", showlegend=k == 0, legendgroup="iso"))
         if gap.size:
@@ -126,7 +126,10 @@ def pareto_figure(frame: pd.DataFrame, *, ehull_max: float = 0.4, selected_id: i
                              hoverinfo="skip", showlegend=bool(len(chosen))))
     fig.update_xaxes(title=GAP_LABEL, range=x_range, zeroline=False)
     fig.update_yaxes(title=EPS_LABEL, range=y_range, zeroline=False)
-    return _layout(fig, height, clickmode="event+select", dragmode="zoom")
+    _layout(fig, height, clickmode="event+select", dragmode="zoom")
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.14, xanchor="left", x=0),
+                      margin=dict(t=20, b=90))
+    return fig
 
 
 def compare_plane_figure(frames: Mapping[str, pd.DataFrame], height: int = 520) -> go.Figure:

@@ -1,4 +1,4 @@
-"""The structures a session works on: generated samples and uploaded files, and their scores.
+"""The structures a session works on: generated samples, uploaded files, large-screen rows, and their scores.
 
 A ``Pool`` holds one entry per structure under a session-wide integer id (ids are never reused,
 so a score, a plot click or a shortlist action always refers to the same structure) and the score
@@ -16,6 +16,7 @@ import pandas as pd
 
 GENERATED = "generated"
 UPLOADED = "uploaded"
+SCREEN = "screen"                # rows of a large screen (``python -m core screen``), already scored
 
 # columns of the candidate table, in display order (units in the names, see app.tables)
 ENTRY_COLUMNS = ("id", "kind", "source", "formula", "spacegroup", "nsites", "logp", "token_string", "build_error")
@@ -26,8 +27,8 @@ class Entry:
     """One candidate structure. ``structure`` is None when a sample could not be built (``error`` says why)."""
 
     id: int
-    kind: str                    # GENERATED | UPLOADED
-    source: str                  # checkpoint name, or "file.cif" for uploads
+    kind: str                    # GENERATED | UPLOADED | SCREEN
+    source: str                  # checkpoint name, "file.cif" for uploads, "screen <folder>" for screen rows
     structure: Any = None        # pymatgen Structure
     token_string: str | None = None
     logp: float | None = None    # log-likelihood under the generating model, nats
@@ -47,6 +48,7 @@ class Pool:
     entries: dict[int, Entry] = field(default_factory=dict)
     scores: dict[int, dict] = field(default_factory=dict)
     generation: dict = field(default_factory=dict)
+    screens: dict = field(default_factory=dict)   # resolved folder -> what was opened (see app.uploads.open_screen)
     _next_id: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -69,10 +71,26 @@ class Pool:
         return [self._add(dict(kind=UPLOADED, source=source, structure=s, formula=s.composition.reduced_formula))
                 for s in structures]
 
-    def clear(self, kind: str | None = None) -> None:
-        """Forget the entries of one kind (all when None) and their scores."""
+    def add_scored(self, entries: Iterable[tuple[dict, dict | None]], kind: str, source: str) -> list[int]:
+        """Add structures that arrive with their score rows (e.g. a screen's finished rows).
+
+        Each item is (entry fields, score row or None): entry fields as ``Entry`` takes them
+        (``structure``, ``token_string``, ``logp``, ``spacegroup``, ``formula``, ``error``), the score
+        row as ``core.scoring.pipeline.score_iter`` yields it. Returns the new ids in input order.
+        """
+        ids = []
+        for fields, row in entries:
+            i = self._add(dict(kind=kind, source=source, **fields))
+            if row is not None:
+                self.record_score(i, row)
+            ids.append(i)
+        return ids
+
+    def clear(self, kind: str | None = None, source: str | None = None) -> None:
+        """Forget the entries of one kind (all when None), optionally only those from ``source``, and their scores."""
         with self._lock:
-            for i in [i for i, e in self.entries.items() if kind is None or e.kind == kind]:
+            for i in [i for i, e in self.entries.items()
+                      if (kind is None or e.kind == kind) and (source is None or e.source == source)]:
                 self.entries.pop(i)
                 self.scores.pop(i, None)
 

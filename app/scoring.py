@@ -97,19 +97,7 @@ def hull_kinds() -> tuple[str, ...]:
 
 
 def training_set_available() -> bool:
-    try:
-        import core.data  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def training_structures(kind: str) -> list:
-    """The structures novelty is judged against (``NOVELTY_KINDS`` key other than "none")."""
-    from core import data
-
-    structures, _ = data.load_matbench_dielectric()
-    return list(structures) + list(data.load_hull_structures())
+    return importlib.util.find_spec("core.screen.scorers") is not None
 
 
 def property_models_unavailable() -> str | None:
@@ -147,6 +135,8 @@ def preload(settings: ScoreSettings) -> None:
     per-module import locks break such deadlocks by handing one thread a partial module), so the
     scoring thread must find everything already imported.
     """
+    if SCORER is not None:
+        return
     modules = ["core.scoring.pipeline", "core.scoring.metrics", "core.scoring.hull", "core.scoring.mlip"]
     if settings.relax:
         modules.append("core.scoring.relax")
@@ -180,10 +170,10 @@ def resolve(settings: ScoreSettings) -> dict:
 
 @functools.lru_cache(maxsize=2)
 def novelty_reference(kind: str):
-    """A ``NoveltyChecker`` over the structures novelty is judged against (built once per process)."""
-    from core.scoring.metrics import NoveltyChecker
+    """``core.screen.scorers.novelty_reference`` built once per process (a few thousand structures)."""
+    from core.screen.scorers import novelty_reference as build
 
-    return NoveltyChecker(training_structures(kind))
+    return build(kind)
 
 
 def score_rows(targets: Sequence[tuple[Pool, Sequence[int]]], settings: ScoreSettings, should_stop,

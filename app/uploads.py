@@ -1,9 +1,19 @@
-"""Structures uploaded by the user (CIF, POSCAR, extxyz, pymatgen JSON) into a Pool."""
+"""Structures that enter the Pool from outside the session: uploaded files (CIF, POSCAR, extxyz,
+pymatgen JSON) and the results of a large screen (``python -m core screen --out FOLDER``)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from app.pool import Pool
+import numpy as np
+import pandas as pd
+
+from app.pool import SCREEN, Pool
+
+DEFAULT_SCREEN_ROWS = 2000      # rows of a screen opened in the browser: the Pareto front, then the best FoM
+MAX_SCREEN_ROWS = 100_000
 
 
 @dataclass
@@ -37,3 +47,145 @@ def ingest(pool: Pool, name: str, data: bytes) -> UploadReport:
     if not structures and not report.errors:
         report.errors.append("no structure found in this file")
     return report
+
+
+# ---------------------------------------------------------------------------------------------- screens
+@dataclass
+class ScreenReport:
+    """What opening a screen folder did: rows on disk, rows now in the pool, the screen's progress."""
+
+    folder: str
+    source: str = ""
+    rows: int = 0              # finished rows in the folder
+    added: int = 0             # rows now in the pool (at most the row limit)
+    built: int = 0             # of those, rows with a structure
+    batches_done: int = 0
+    n_batches: int = 0
+    status: str | None = None  # running | finished | interrupted | failed (the screen's manifest)
+    spec: dict = field(default_factory=dict)
+    error: str | None = None
+
+    def describe(self) -> str:
+        """'512 of 1,000 rows from screen big (8/16 batches, running): ...' for the page."""
+        if self.error:
+            return self.error
+        where = f"{self.batches_done}/{self.n_batches} batches, {self.status or 'status unknown'}"
+        if not self.rows:
+            return f"{self.folder} holds a screen with no finished batch yet ({where}); open it again later."
+        kept = f"{self.added:,}" if self.added == self.rows else f"the best {self.added:,} (Pareto front, then FoM) of {self.rows:,}"
+        return f"{kept} rows from {self.source} ({where}); {self.built:,} with a structure."
+
+
+def screen_folder(text: str) -> Path:
+    """The folder a user typed (``~`` expanded; a path to its manifest.json means its folder).
+
+    Raises:
+        InvalidInputError: empty, missing, or a file other than a screen manifest.
+    """
+    from core.errors import InvalidInputError
+
+    if not text or not text.strip():
+        raise InvalidInputError("type the folder a screen wrote (the --out FOLDER of `python -m core screen`)")
+    path = Path(text.strip()).expanduser()
+    if path.is_file() and path.name == "manifest.json":
+        path = path.parent
+    if not path.exists():
+        raise InvalidInputError(f"{path} does not exist (a screen writes the folder given to `python -m core screen --out`)")
+    if not path.is_dir():
+        raise InvalidInputError(f"{path} is a file, not a screen folder (the folder given to `python -m core screen --out`)")
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """A score-row value as the scoring pipeline gives it: None for missing, Python scalars."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def keep_rows(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
+    """At most ``max_rows`` rows of a screen, in sample order: the Pareto front (max E_g, max ε_elec)
+    first, then the highest FoM, then rows without FoM (scoring errors, unbuildable samples)."""
+    from app.pool import numeric
+    from core.scoring.pareto import pareto_mask
+
+    if len(frame) <= max_rows:
+        return frame
+    fom = numeric(frame, "fom_ev")
+    front = pareto_mask(numeric(frame, "band_gap_ev"), numeric(frame, "eps_elec"))
+    order = np.lexsort((frame["sample_id"].to_numpy(), -np.nan_to_num(fom, nan=-np.inf), ~front))
+    return frame.iloc[np.sort(order[:max_rows])]
+
+
+def screen_entries(frame: pd.DataFrame):
+    """(entry fields, score row) per row of ``core.screen.load_screen(..., structures=False)`` for ``Pool.add_scored``.
+
+    The score row holds the scoring pipeline's columns the screen stored (None where missing) and the
+    screen's ``sample_id``; a sample that could not be built gets no score row, only its builder's reason.
+    """
+    from core.scoring.pipeline import COLUMNS
+    from core.screen import structure_from_json
+
+    columns = [c for c in COLUMNS if c in frame]
+    for _, r in frame.iterrows():
+        build_error = _plain(r.get("build_error"))
+        structure, problem = None, build_error
+        if build_error is None:
+            try:
+                structure = structure_from_json(r.get("structure_json"))
+            except Exception as exc:  # noqa: BLE001 - one unreadable row never loses the others
+                problem = f"stored structure unreadable: {exc}"
+            if structure is None and problem is None:
+                problem = "no structure stored"
+        formula = _plain(r.get("formula")) or (structure.composition.reduced_formula if structure is not None else None)
+        fields = dict(structure=structure, token_string=_plain(r.get("token_string")), logp=_plain(r.get("logp")),
+                      spacegroup=_plain(r.get("generated_spacegroup")), formula=formula, error=problem)
+        row = {c: _plain(r[c]) for c in columns} | {"sample_id": int(r["sample_id"])} if structure is not None else None
+        yield fields, row
+
+
+def open_screen(pool: Pool, folder: str, max_rows: int = DEFAULT_SCREEN_ROWS) -> ScreenReport:
+    """Load a screen's finished rows into ``pool`` as SCREEN entries with their scores.
+
+    Opening the same folder again replaces its rows (a running screen shows its new batches). Never
+    raises: a folder that is not a screen, or unreadable files, come back as ``report.error``.
+    """
+    from core.errors import CrystalFormerError
+    from core.screen import load_screen
+
+    report = ScreenReport(str(folder))
+    try:
+        path = screen_folder(folder)
+        report.folder = str(path)
+        frame = load_screen(path, structures=False)
+    except CrystalFormerError as exc:
+        report.error = str(exc)
+        return report
+    except Exception as exc:  # noqa: BLE001 - e.g. a damaged Parquet file
+        report.error = f"cannot read the screen in {folder}: {type(exc).__name__}: {exc}"
+        return report
+    key = str(path.resolve())
+    known = pool.screens.get(key)
+    if known is not None:
+        source = known["source"]
+    else:
+        taken = {s["source"] for s in pool.screens.values()}
+        source = f"screen {path.name}" if f"screen {path.name}" not in taken else f"screen {key}"
+    attrs = frame.attrs
+    report.source, report.rows = source, len(frame)
+    report.batches_done, report.n_batches = int(attrs.get("batches_done", 0)), int(attrs.get("n_batches", 0))
+    report.status, report.spec = attrs.get("status"), dict(attrs.get("spec") or {})
+    kept = keep_rows(frame, max(1, int(max_rows)))
+    pool.clear(SCREEN, source)
+    ids = pool.add_scored(screen_entries(kept), SCREEN, source)
+    report.added = len(ids)
+    report.built = sum(pool.entries[i].structure is not None for i in ids)
+    pool.screens[key] = {"source": source, "folder": str(path), "max_rows": int(max_rows), "report": report}
+    return report
+
+
+def close_screen(pool: Pool, key: str) -> None:
+    """Remove an opened screen's rows from ``pool``."""
+    info = pool.screens.pop(key, None)
+    if info is not None:
+        pool.clear(SCREEN, info["source"])

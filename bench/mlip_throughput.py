@@ -69,30 +69,29 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     structures = sample_structures(args.n)
     atoms = sum(len(s) for s in structures)
-    rows = []
-    for name in args.backends:
-        try:
-            model = BandGapModel(device=args.device) if name == "bandgap" else load_mlip(name, device=args.device)
-        except Exception as exc:  # e.g. Orb weights absent
-            rows.append(f"| {name} | – | – | – | – | skipped: {type(exc).__name__}: {str(exc).split('.')[0]} |")
-            print(rows[-1], flush=True)
-            continue
-        batched, single = time_calls(model.predict, structures)
-        energy_only = "–" if name == "bandgap" else f"{time_calls(model.predict, structures, forces=False)[0]:.2f}"
-        rows.append(f"| {name} | {batched:.2f} | {single:.2f} | {batched / single:.2f}× | {energy_only} | {model.label} |")
-        print(rows[-1], flush=True)
-    header = (f"\n## {time.strftime('%Y-%m-%d %H:%M')} — {args.n} structures ({atoms} atoms, ≤ 24 sites), device {args.device}\n\n"
-              f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
-              f"with {torch.get_num_threads()} threads; load average at the end {os.getloadavg()[0]:.1f} "
-              "(other jobs share this machine: compare ratios, not absolute rates, across runs).\n\n"
-              "| backend | batched (structures/s) | one by one (structures/s) | batched / one by one "
-              "| batched, energy only (structures/s) | model |\n"
-              "|---|---|---|---|---|---|\n")
     with OUT.open("a") as fh:
         if OUT.stat().st_size == 0:
             fh.write("# MLIP static throughput: batched `predict` vs one structure per call\n\n"
                      "Written by `bench/mlip_throughput.py` (energy + forces + stress per structure; band gap: one value).\n")
-        fh.write(header + "\n".join(rows) + "\n")
+        fh.write(f"\n## {time.strftime('%Y-%m-%d %H:%M')} — {args.n} structures ({atoms} atoms, ≤ 24 sites), device {args.device}\n\n"
+                 f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} "
+                 f"with {torch.get_num_threads()} threads; load average at the start {os.getloadavg()[0]:.1f} "
+                 "(other jobs share this machine: compare ratios, not absolute rates, across runs).\n\n"
+                 "| backend | batched (structures/s) | one by one (structures/s) | batched / one by one "
+                 "| batched, energy only (structures/s) | model |\n"
+                 "|---|---|---|---|---|---|\n")
+    for name in args.backends:
+        try:
+            model = BandGapModel(device=args.device) if name == "bandgap" else load_mlip(name, device=args.device)
+        except Exception as exc:  # e.g. Orb weights absent
+            row = f"| {name} | – | – | – | – | skipped: {type(exc).__name__}: {str(exc).split('.')[0]} |"
+        else:
+            batched, single = time_calls(model.predict, structures)
+            energy_only = "–" if name == "bandgap" else f"{time_calls(model.predict, structures, forces=False)[0]:.2f}"
+            row = f"| {name} | {batched:.2f} | {single:.2f} | {batched / single:.2f}× | {energy_only} | {model.label} |"
+        print(row, flush=True)
+        with OUT.open("a") as fh:  # row by row, so a long run that is stopped keeps what it measured
+            fh.write(row + "\n")
     print(f"appended to {OUT}")
 
 

@@ -23,7 +23,7 @@ if counts(frame)["scored"] == 0:
         link("score", "Score")
     st.stop()
 
-f1, f2, f3, f4, f5 = st.columns([2.2, 1.1, 1, 1, 1])
+f1, f2, f3, f4, f5 = st.columns([2.2, 1.5, 1, 1.1, 1.1])
 limit = f1.slider("Show E_hull ≤ (eV/atom)", 0.0, 1.0, 1.0, 0.01, key="explore-ehull",
                   help="1.0 shows everything; the paper counts < 0.1 eV/atom as stable")
 keep_missing = f2.toggle("Rows without E_hull", value=True, key="explore-missing",

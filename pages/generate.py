@@ -1,7 +1,7 @@
 """Generate: sample crystals from a CrystalFormer checkpoint in a chosen space group."""
 import streamlit as st
 
-from app import scoring, state, tables, widgets
+from app import scoring, state, tables, uploads, widgets
 from app.generation import GenerateRequest, sample_summary, start_generation, with_spacegroup_labels
 from app.navigation import link
 from app.pool import GENERATED
@@ -63,3 +63,30 @@ else:
         link("score", "Score these →")
     with c2:
         link("explore", "Explore →")
+
+with st.expander("Open large-screen results", expanded=bool(pool.screens), icon=":material/folder_open:"):
+    st.caption("A screen run with `python -m core screen --out FOLDER` (finished or still running) opens here; its "
+               "scored rows join this session's structures on Explore and Shortlist.")
+    with st.form("screen-form", border=False):
+        s1, s2, s3 = st.columns([4, 1.3, 1], vertical_alignment="bottom")
+        folder = s1.text_input("Screen folder", key="screen-folder", placeholder="e.g. screens/sg225")
+        max_rows = s2.number_input("At most rows", 1, uploads.MAX_SCREEN_ROWS, uploads.DEFAULT_SCREEN_ROWS, step=500,
+                                   key="screen-max", help="a bigger screen keeps its Pareto front, then the best FoM")
+        opened = s3.form_submit_button("Open", icon=":material/folder_open:", width="stretch")
+    if opened:
+        report = uploads.open_screen(pool, folder, int(max_rows))
+        if report.error:
+            st.error(report.error, icon="🚫")
+    for key, info in list(pool.screens.items()):
+        report = info["report"]
+        c1, c2, c3 = st.columns([6, 1, 1], vertical_alignment="center")
+        c1.markdown(f"**{info['source']}** · {report.describe()}")
+        if c2.button("Reload", key=f"screen-reload-{key}", icon=":material/refresh:",
+                     help="read the folder again (a running screen has new batches)"):
+            uploads.open_screen(pool, info["folder"], info["max_rows"])
+            st.rerun()
+        if c3.button("Remove", key=f"screen-remove-{key}", icon=":material/close:"):
+            uploads.close_screen(pool, key)
+            st.rerun()
+    if pool.screens:
+        link("explore", "Explore the screen →")

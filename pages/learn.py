@@ -2,7 +2,8 @@
 import pandas as pd
 import streamlit as st
 
-from app import detail, learn, state, widgets
+from app import detail, state, widgets
+from core import explain as learn
 from app.plots import temperature_figure, token_probability_figure
 
 widgets.page_header("Learn", "How CrystalFormer writes a crystal: symmetry first (space group, Wyckoff "

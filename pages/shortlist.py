@@ -16,7 +16,7 @@ try:
 except Exception as exc:  # noqa: BLE001
     widgets.show_error(exc, "cannot open the shortlist")
     st.stop()
-st.caption(f"{len(listing)} entries in {store.path}")
+st.caption(f"{len(listing)} {'entry' if len(listing) == 1 else 'entries'} in {store.path}")
 if listing.empty:
     st.info("Nothing kept yet: open a structure on the Explore page and press **Add to shortlist**.")
     link("explore", "Go to Explore")

@@ -123,7 +123,7 @@ def test_generate_score_click_view_shortlist_restart_export(setup):
             page.goto(server.url)
             page.get_by_role("heading", name="Generate", exact=True).wait_for()
             harness.open_page(page, "Shortlist")
-            page.get_by_text("1 entries in").wait_for()
+            page.get_by_text("1 entry in").wait_for()
             entry = page.locator('[data-testid="stSelectbox"]').filter(has_text="Show entry").locator("input")
             assert entry.input_value() == f"#1 {formula} (base)"
             page.get_by_role("heading", name=re.compile(rf"^{re.escape(formula)} · shortlist #1")).wait_for()

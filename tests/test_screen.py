@@ -220,15 +220,19 @@ def test_cli_runs_resumes_and_summarises(checkpoint, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------- Ray
 
 
-def test_ray_two_workers_match_in_process(checkpoint, reference, ray_instance, tmp_path):
+def run_on_ray(spec: ScreenSpec, out, workers: int):
+    """Run ``spec`` on fresh Ray actors; returns the result and the (closed) executor."""
     from core.screen.executors import RayExecutor
 
-    spec = fake_spec(checkpoint)
-    executor = RayExecutor(spec.normalized(), workers=2)
+    executor = RayExecutor(spec.normalized(), workers=workers)
     try:
-        result = run_screen(spec, tmp_path / "screen", executor=executor, progress=False)
+        return run_screen(spec, out, executor=executor, progress=False), executor
     finally:
         executor.close()
+
+
+def test_ray_two_workers_match_in_process(checkpoint, reference, ray_instance, tmp_path):
+    result, executor = run_on_ray(fake_spec(checkpoint), tmp_path / "screen", workers=2)
     assert result.complete and not result.failed
     assert_same_rows(tmp_path / "screen", reference)
     workers = set(load_screen(tmp_path / "screen", structures=False)["worker"])
@@ -282,16 +286,11 @@ def test_ray_interrupted_run_resumes(checkpoint, reference, ray_instance, tmp_pa
 def test_ray_real_scorer_matches_pipeline(checkpoint, ray_instance, tmp_path):
     """The default scorer in a Ray actor gives what the scoring pipeline gives on the same structures."""
     from core.errors import InvalidInputError as NotBuilt
-    from core.screen.executors import RayExecutor
     from core.scoring.pipeline import score
 
     spec = ScreenSpec(str(checkpoint), spacegroups="1-230", num=8 * BATCH, batch_size=BATCH, seed=0,
                       properties=False, novelty="none")
-    executor = RayExecutor(spec.normalized(), workers=1)
-    try:
-        result = run_screen(spec, tmp_path / "screen", executor=executor, progress=False)
-    finally:
-        executor.close()
+    result, _ = run_on_ray(spec, tmp_path / "screen", workers=1)
     assert result.complete and not result.failed
     got = load_screen(tmp_path / "screen")
     assert got.attrs["unique_scope"] == "screen"

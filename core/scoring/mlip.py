@@ -35,7 +35,7 @@ import importlib
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -195,43 +195,10 @@ class BatchedMLIP(ABC):
         ``forces=False`` asks for energies only (forces and stress None); backends that get forces
         from autograd (matgl, CHGNet) then skip the backward pass, about twice as fast.
         """
-        results: list[EnergyResult | Exception | None] = [None] * len(structures)
-        good: list[int] = []
-        for i, structure in enumerate(structures):
-            try:
-                self.check(structure)
-                good.append(i)
-            except ScoringError as exc:
-                results[i] = exc
-            except Exception as exc:  # a malformed object must not stop the others
-                results[i] = ScoringError(f"invalid structure: {type(exc).__name__}: {exc}")
-        for chunk in self._chunks(good, structures):
-            for i, result in zip(chunk, self._run_chunk([structures[i] for i in chunk], forces)):
-                results[i] = result
-        return results  # type: ignore[return-value]
+        def run(batch: list[Structure]) -> list[EnergyResult | Exception]:
+            return [self._to_result(s, *values) for s, values in zip(batch, self._predict_batch(batch, forces))]
 
-    def _chunks(self, indices: list[int], structures: Sequence[Structure]) -> Iterator[list[int]]:
-        chunk: list[int] = []
-        atoms = 0
-        for i in indices:
-            n = len(structures[i])
-            if chunk and (len(chunk) >= self.batch_size or atoms + n > self.max_batch_atoms):
-                yield chunk
-                chunk, atoms = [], 0
-            chunk.append(i)
-            atoms += n
-        if chunk:
-            yield chunk
-
-    def _run_chunk(self, structures: list[Structure], forces: bool) -> list[EnergyResult | Exception]:
-        try:
-            raw = self._predict_batch(structures, forces)
-        except Exception as exc:
-            if len(structures) == 1:
-                return [ScoringError(f"{self.label} failed: {type(exc).__name__}: {exc}")]
-            # find the structure that broke the batch; the others still get their numbers
-            return [result for s in structures for result in self._run_chunk([s], forces)]
-        return [self._to_result(s, *values) for s, values in zip(structures, raw)]
+        return predict_in_batches(structures, self.check, run, self.label, self.batch_size, self.max_batch_atoms)
 
     def _to_result(self, structure: Structure, energy: float, forces: Any, stress: Any) -> EnergyResult | Exception:
         forces = None if forces is None else np.asarray(forces, dtype=float).reshape(len(structure), 3)
@@ -243,6 +210,50 @@ class BatchedMLIP(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}: {self.label} on {self.device}>"
+
+
+def predict_in_batches(structures: Sequence[Structure], check: Callable[[Structure], None],
+                       run: Callable[[list[Structure]], list[Any]], label: str, batch_size: int,
+                       max_batch_atoms: int | None = None) -> list[Any]:
+    """Screen every structure with ``check``, then evaluate the good ones with ``run`` in batches.
+
+    A batch limit is ``batch_size`` structures and ``max_batch_atoms`` atoms. A batch whose ``run``
+    raises is split into single structures, so only the one that breaks gets an error; every slot
+    of the returned list holds ``run``'s result for that structure or the exception it raised.
+    """
+    results: list[Any] = [None] * len(structures)
+    good: list[int] = []
+    for i, structure in enumerate(structures):
+        try:
+            check(structure)
+            good.append(i)
+        except ScoringError as exc:
+            results[i] = exc
+        except Exception as exc:  # a malformed object must not stop the others
+            results[i] = ScoringError(f"invalid structure: {type(exc).__name__}: {exc}")
+
+    def isolate(batch: list[Structure]) -> list[Any]:
+        try:
+            return list(run(batch))
+        except Exception as exc:
+            if len(batch) == 1:
+                return [ScoringError(f"{label} failed: {type(exc).__name__}: {exc}")]
+            return [result for s in batch for result in isolate([s])]
+
+    chunk: list[int] = []
+    atoms = 0
+    for i in [*good, None]:
+        n = len(structures[i]) if i is not None else 0
+        full = chunk and (i is None or len(chunk) >= batch_size
+                          or (max_batch_atoms is not None and atoms + n > max_batch_atoms))
+        if full:
+            for j, result in zip(chunk, isolate([structures[j] for j in chunk])):
+                results[j] = result
+            chunk, atoms = [], 0
+        if i is not None:
+            chunk.append(i)
+            atoms += n
+    return results
 
 
 def stress_3x3_to_voigt(stress: np.ndarray) -> np.ndarray:

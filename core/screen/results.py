@@ -22,6 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core.screen.store import ScreenStore
@@ -56,6 +57,7 @@ def load_screen(folder: str | Path, structures: bool = True) -> pd.DataFrame:
     frame = store.read_rows()
     if frame.empty:
         frame = pd.DataFrame(columns=[*SAMPLE_COLUMNS, STRUCTURE_COLUMN, WORKER_COLUMN])
+    frame = _numeric_columns(frame)
     scope = "batch"
     unique = store.read_table(UNIQUE_TABLE)
     if unique is not None and len(frame) and len(unique) == len(frame) and unique["sample_id"].equals(frame["sample_id"]):
@@ -67,6 +69,18 @@ def load_screen(folder: str | Path, structures: bool = True) -> pd.DataFrame:
     done = int(frame["batch"].nunique()) if len(frame) else 0
     frame.attrs.update(n_batches=int(manifest["n_batches"]), batches_done=done, complete=done == manifest["n_batches"],
                        status=manifest.get("status"), unique_scope=scope, spec=manifest.get("spec", {}))
+    return frame
+
+
+def _numeric_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Object columns holding only numbers and missing values (a batch where a column was all None reads
+    back as object) become float64 with NaN; flags (True/False/None) and text stay as they are."""
+    import numbers
+
+    for name in frame.columns[frame.dtypes == object]:
+        values = [v for v in frame[name] if v is not None and v is not pd.NA and not (isinstance(v, float) and math.isnan(v))]
+        if values and all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in values):
+            frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
     return frame
 
 
@@ -133,9 +147,11 @@ def summarize_screen(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """A JSON-friendly scalar: None for missing, int for whole numbers (space groups, ids)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
-    return value.item() if hasattr(value, "item") else value
+    value = value.item() if hasattr(value, "item") else value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -150,7 +166,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"summary: {counts['samples']:,} samples ({summary.get('batches_done')}/{summary.get('n_batches')} batches); "
              + ", ".join(shown)]
     for i, row in enumerate(summary.get("top_fom", [])[:5], 1):
-        lines.append(f"  top FoM {i}: {row.get('formula')} (space group {row.get('spacegroup') or row.get('generated_spacegroup')}) "
+        lines.append(f"  top FoM {i}: {row.get('formula')} (space group {_group(row)}) "
                      f"FoM {row['fom_ev']:.3g} eV, E_hull {_num(row.get('e_above_hull'))} eV/atom, sample {row['sample_id']}")
     if not summary.get("top_fom"):
         lines.append("  top FoM: none (no row has a figure of merit)")
@@ -159,3 +175,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def _num(value: Any) -> str:
     return "n/a" if value is None else f"{float(value):.3g}"
+
+
+def _group(row: dict[str, Any]) -> str:
+    value = row.get("spacegroup") or row.get("generated_spacegroup")
+    return "?" if value is None else str(int(value))

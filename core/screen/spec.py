@@ -73,14 +73,16 @@ class ScreenSpec:
             raise InvalidInputError(f"scorer {self.scorer!r} must read 'module:factory'")
         for symbol in (*self.elements, *self.exclude):
             atomic_number(symbol)
-        novelty = self.novelty
+        novelty, hull = self.novelty, self.hull
         if novelty not in ("training", "none"):
             novelty = str(Path(novelty).expanduser().resolve())
+        if Path(hull).expanduser().exists():   # an entries file, not "bundled" / "mp-api" / "none"
+            hull = str(Path(hull).expanduser().resolve())
         return dataclasses.replace(
             self, checkpoint=str(Path(self.checkpoint).expanduser().resolve()), spacegroups=canonical_spacegroups(self.spacegroups),
             num=int(self.num), batch_size=int(self.batch_size), seed=int(self.seed), temperature=float(self.temperature),
             top_p=float(self.top_p), elements=tuple(self.elements), exclude=tuple(self.exclude),
-            config=str(Path(self.config).expanduser().resolve()) if self.config else None, novelty=novelty)
+            config=str(Path(self.config).expanduser().resolve()) if self.config else None, novelty=novelty, hull=hull)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

@@ -133,7 +133,7 @@ class ScreenStore:
         return {int(p.stem.split("_")[1]) for p in self.batches.glob(BATCH_GLOB)}
 
     def write_batch(self, batch_id: int, frame: pd.DataFrame) -> None:
-        """Store a finished batch atomically (rewriting an existing file gives the same bytes' rows)."""
+        """Store a finished batch atomically (a batch's rows are deterministic, so rewriting one changes nothing)."""
         self.batches.mkdir(parents=True, exist_ok=True)
         for stale in self.batches.glob(f".batch_{batch_id:06d}.parquet.*.tmp"):
             stale.unlink(missing_ok=True)

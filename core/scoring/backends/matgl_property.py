@@ -15,7 +15,7 @@ from pymatgen.core import Structure
 
 from core.errors import ScoringError
 from core.scoring.legacy_matgl import load_matgl
-from core.scoring.mlip import InputLimits, check_structure
+from core.scoring.mlip import InputLimits, check_structure, predict_in_batches
 
 
 class MatglPropertyModel:
@@ -52,30 +52,11 @@ class MatglPropertyModel:
 
     def predict(self, structures: Sequence[Structure]) -> list[float | Exception]:
         """One value per structure (model units) or the exception that structure raised."""
-        results: list[float | Exception | None] = [None] * len(structures)
-        good = []
-        for i, structure in enumerate(structures):
-            try:
-                self.check(structure)
-                good.append(i)
-            except ScoringError as exc:
-                results[i] = exc
-            except Exception as exc:
-                results[i] = ScoringError(f"invalid structure: {type(exc).__name__}: {exc}")
-        for start in range(0, len(good), self.batch_size):
-            chunk = good[start:start + self.batch_size]
-            for i, value in zip(chunk, self._run([structures[i] for i in chunk])):
-                results[i] = value
-        return results  # type: ignore[return-value]
+        def run(batch: list[Structure]) -> list[float | Exception]:
+            return [v if math.isfinite(v) else ScoringError(f"{self.label} returned a non-finite value")
+                    for v in self._predict_batch(batch)]
 
-    def _run(self, structures: list[Structure]) -> list[float | Exception]:
-        try:
-            values = self._predict_batch(structures)
-        except Exception as exc:
-            if len(structures) == 1:
-                return [ScoringError(f"{self.label} failed: {type(exc).__name__}: {exc}")]
-            return [value for s in structures for value in self._run([s])]
-        return [v if math.isfinite(v) else ScoringError(f"{self.label} returned a non-finite value") for v in values]
+        return predict_in_batches(structures, self.check, run, self.label, self.batch_size)
 
     def _predict_batch(self, structures: list[Structure]) -> list[float]:
         from torch_geometric.data import Batch
