@@ -1,12 +1,15 @@
 """Fine-tune page logic: a short, CPU-sized PPO run as a background job (``core.ppo``).
 
-``ppo_steps`` yields one log dict per PPO step (mean reward, KL to the base model, mean E_hull or
-FoM, buildable fraction, seconds); the page draws them as they arrive. The policy is saved under
-the app data directory, where the checkpoint pickers find it.
+``ppo_steps`` drives ``core.ppo.PPOTrainer`` (the same trainer as ``python -m core rl``) and yields
+its log dict per PPO step (mean reward, KL to the base model, mean E_hull or FoM, buildable fraction,
+seconds); the page draws them as they arrive. The policy is saved under the app data directory
+(``app.checkpoints.finetuned_dir``), where the checkpoint pickers find it; a later run on the same
+folder continues it (the trainer resumes parameters, optimizer state and baseline).
 """
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,10 @@ REWARDS = {
 DEFAULT_TAU = {"ehull": 0.1, "fom": 2.0}   # the paper's KL weights (Table S1)
 MAX_STEPS = 50
 MAX_BATCH = 64
+# per-step log columns shown in the page's table (``PPOTrainer.step`` logs; reward-specific ones when present)
+LOG_COLUMNS = {"step": "Step", "reward_mean": "Mean reward", "kl": "KL to base (nats)", "valid_fraction": "Buildable",
+               "e_hull_mean": "Mean E_hull (eV/atom)", "stable_fraction": "Stable (< 0.1 eV/atom)",
+               "fom_mean": "Mean FoM (eV)", "scored_fraction": "Scored", "seconds": "Seconds"}
 
 
 def _ehull_reward(mlip: str, hull: str):
@@ -84,15 +91,51 @@ def output_dir(name: str) -> Path:
     return finetuned_dir() / name
 
 
-def ppo_steps(policy, request: FineTuneRequest, *, mlip: str = "m3gnet", hull: str = "bundled") -> Iterator[dict]:
-    """Run PPO from ``policy`` (also the KL base) and yield each step's log; saves to ``output_dir(name)``."""
+def name_taken(name: str) -> bool:
+    """A checkpoint folder of that name already exists among the fine-tuned ones."""
+    return bool(name) and output_dir(name).exists()
+
+
+def log_table(history: list[dict]):
+    """The per-step logs as a table with the LOG_COLUMNS present (labels with units)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(history)
+    return frame[[c for c in LOG_COLUMNS if c in frame]].rename(columns=LOG_COLUMNS)
+
+
+def ppo_steps(policy, request: FineTuneRequest, *, mlip: str = "m3gnet", hull: str = "bundled",
+              resume: bool = False) -> Iterator[dict]:
+    """Run ``request.steps`` PPO steps from ``policy`` (also the KL base) and yield each step's log.
+
+    Saves to ``output_dir(request.name)`` every ``request.steps`` steps and when stopped or finished.
+    With ``resume`` the folder must hold an earlier run from the same ``policy``, which continues;
+    otherwise the name must be new. A run that fails before its first step leaves no folder behind.
+
+    Raises:
+        InvalidInputError: bad settings, a new run on a taken name, or resuming a folder that is not a run.
+    """
+    from core.errors import InvalidInputError
     from core.ppo import PPOConfig, PPOTrainer
 
     request.check()
+    name = request.name or default_name(policy.name, request.reward)
+    out = output_dir(name)
+    if resume and not (out / "ppo_state.json").exists():
+        raise InvalidInputError(f"{out} holds no fine-tuning run to continue")
+    if not resume and out.exists():
+        raise InvalidInputError(f"a checkpoint named {name!r} already exists in {out.parent}; choose another name")
     reward = REWARD_FACTORIES[request.reward](mlip, hull)
     cfg = PPOConfig(steps=request.steps, batch_size=request.batch_size, tau=request.tau, lr=request.lr,
                     spacegroups=request.spacegroup, seed=request.seed, save_every=max(1, request.steps))
-    name = request.name or default_name(policy.name, request.reward)
-    trainer = PPOTrainer(policy, reward, cfg, base=policy, out=output_dir(name),
+    trainer = PPOTrainer(policy, reward, cfg, base=policy, out=out,
                          meta={"name": name, "finetuned_from": policy.name, "reward": REWARDS[request.reward]})
-    yield from trainer.run(request.steps)
+    done = 0
+    try:
+        for log in trainer.run(request.steps):
+            done += 1
+            yield log
+    except Exception:
+        if done == 0 and not resume:
+            shutil.rmtree(out, ignore_errors=True)   # nothing learned: no half-made checkpoint in the pickers
+        raise

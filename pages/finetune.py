@@ -1,9 +1,13 @@
 """Fine-tune: a short live PPO run from the browser; the result becomes a selectable checkpoint."""
+from dataclasses import replace
+
 import streamlit as st
 
 from app import finetune, state, widgets
+from app.checkpoints import CheckpointRef
 from app.jobs import Job
 from app.plots import ppo_figure
+from core.errors import InvalidInputError
 
 widgets.page_header("Fine-tune", "Reinforcement fine-tuning (PPO with a KL penalty to the starting model) for a few "
                                  "steps on this machine: watch reward and KL change, stop any time, and use the "
@@ -37,6 +41,22 @@ st.caption(f"E_hull rewards use the Score page's potential and hull: {state.scor
            "Each step samples, scores and updates the model; on a CPU a step takes from seconds (small models) "
            "to minutes (the paper-size model).")
 
+
+
+def launch(policy, request: finetune.FineTuneRequest, history: list) -> None:
+    """Start (or, with an earlier ``history``, continue) the PPO run as the background job 'finetune'."""
+    settings = state.score_settings()
+    resume = bool(history)
+    state.set_job("finetune", Job("fine-tuning", lambda stop, job: finetune.ppo_steps(
+        policy, request, mlip=settings.mlip, hull=settings.hull, resume=resume), total=request.steps).start())
+    state.put(state.FINETUNE, {"request": request, "from": policy.name, "policy": policy, "history": history})
+    st.rerun()
+
+
+def use_in_sidebar(label: str) -> None:
+    st.session_state["sidebar-ckpt-choice"] = label    # a callback: runs before the sidebar is drawn
+
+
 if start:
     policy = widgets.load_checkpoint(ref)
     if policy is not None:
@@ -46,15 +66,13 @@ if start:
                                            name.strip() or finetune.default_name(policy.name, reward))
         try:
             request.check()
+            if finetune.name_taken(request.name):
+                raise InvalidInputError(f"a checkpoint named {request.name!r} already exists; choose another name "
+                                        "(or continue that run below after starting from it)")
         except Exception as exc:  # noqa: BLE001
             widgets.show_error(exc)
         else:
-            settings = state.score_settings()
-            job = state.set_job("finetune", Job(
-                "fine-tuning", lambda stop, job: finetune.ppo_steps(policy, request, mlip=settings.mlip, hull=settings.hull),
-                total=request.steps).start())
-            state.put(state.FINETUNE, {"request": request, "from": policy.name})
-            st.rerun()
+            launch(policy, request, [])
 
 run = state.get(state.FINETUNE)
 if job is None or run is None:
@@ -63,9 +81,21 @@ else:
     request = run["request"]
     widgets.job_progress(job, label=f"PPO from {run['from']} ({finetune.REWARDS[request.reward]})", key="ft-job",
                          rerun_on_progress_s=0.5)
-    if job.items:
-        st.plotly_chart(ppo_figure(job.items), width="stretch", key="ft-curves")
-        st.dataframe(job.items, width="stretch", hide_index=True)
-    if not job.running and job.items:
-        st.success(f"Saved as **{request.name}** in {finetune.output_dir(request.name)}; pick it in the sidebar "
-                   "to generate with it, or compare it with its starting model on the Compare page.", icon="✅")
+    history = run.get("history", []) + list(job.items)
+    if history:
+        st.plotly_chart(ppo_figure(history), width="stretch", key="ft-curves")
+        st.dataframe(finetune.log_table(history), width="stretch", hide_index=True,
+                     height=min(400, 38 + 35 * len(history)))
+    saved = finetune.output_dir(request.name)
+    if not job.running and history and (saved / "params.npz").exists():
+        label = CheckpointRef(request.name, str(saved), "fine-tuned").label
+        st.success(f"Saved as **{request.name}** after {len(history)} PPO steps in {saved}; it is listed as "
+                   f"“{label}” in the checkpoint pickers, to generate with it or to compare it with {run['from']} "
+                   "on the Compare page.", icon="✅")
+        c1, c2, c3, _ = st.columns([1.3, 1, 1.3, 2], vertical_alignment="bottom")
+        c1.button("Use it in the sidebar", key="ft-use", on_click=use_in_sidebar, args=(label,),
+                  icon=":material/check_circle:")
+        more = c2.number_input("More steps", 1, finetune.MAX_STEPS, request.steps, key="ft-more")
+        if c3.button("Continue training", key="ft-continue", icon=":material/fast_forward:",
+                     help=f"more PPO steps on {request.name}, still with {run['from']} as the KL base"):
+            launch(run["policy"], replace(request, steps=int(more)), history)

@@ -76,7 +76,7 @@ with st.expander("Open large-screen results", expanded=bool(pool.screens), icon=
     if opened:
         report = uploads.open_screen(pool, folder, int(max_rows))
         if report.error:
-            st.error(report.error, icon="🚫")
+            st.warning(report.error, icon="⚠️")
     for key, info in list(pool.screens.items()):
         report = info["report"]
         c1, c2, c3 = st.columns([6, 1, 1], vertical_alignment="center")
