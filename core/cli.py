@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "core.scoring.cli",            # score
     "core.commands.train_cli",     # train, rl
     "core.commands.screen_cli",    # screen
+    "core.commands.trust_cli",     # trust
 )
 
 EXIT_INPUT = 2      # bad arguments or input files

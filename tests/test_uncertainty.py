@@ -162,3 +162,41 @@ def test_add_uncertainty_fills_every_column_and_skips_failed_rows():
     assert math.isnan(out.loc[1, "e_above_hull_mean"]) and math.isnan(out.loc[1, "fom_ev_mean"])
     with pytest.raises(InvalidInputError):
         add_uncertainty(frame, structures[:1])
+
+
+def test_trust_command_ranks_checks_and_exports(tmp_path, monkeypatch, capsys):
+    """``python -m core trust`` end to end with test doubles: one model twice as committee -> σ_Ehull = 0."""
+    from pymatgen.io.vasp import Incar
+
+    from core import cli
+    from core.scoring import hull, mlip, pipeline
+
+    monkeypatch.setenv("CFRL_CACHE_DIR", str(tmp_path / "cache"))
+    fake = FakeMLIP({**MU, "Mg": -1.60, "O": -4.95})
+    monkeypatch.setattr(mlip, "load_mlip", lambda name=None, device=None, **kw: fake)
+    # relaxation runs for real: the fake's forces and stress are zero, so FIRE stops at once
+    monkeypatch.setattr(pipeline, "load_property_models",
+                        lambda device=None: (FakePropertyModel(lambda s: 0.5 * len(s)), FakePropertyModel(lambda s: 2.0)))
+    hull._STORES.clear()
+    hull._REFERENCES.clear()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rocksalt().to(filename=str(folder / "a.cif"))
+    rocksalt(4.2, ("Mg", "O")).to(filename=str(folder / "b.cif"))
+    (folder / "c.cif").write_text("data_broken\n_cell_length_a nonsense\n")
+    out, dft = tmp_path / "trust.csv", tmp_path / "dft"
+    code = cli.main(["trust", str(folder), "--relax", "--committee", "m3gnet,chgnet", "--rank", "lcb", "--out", str(out),
+                     "--dft-out", str(dft), "--top", "1", "--quiet"])
+    hull._STORES.clear()
+    hull._REFERENCES.clear()
+    assert code == 0, capsys.readouterr().err
+    table = pd.read_csv(out)
+    assert table["rank"].tolist() == [1, 2, 3] and table["label"].iloc[-1].startswith("c.cif")
+    scored = table.dropna(subset=["e_above_hull_mean"])
+    assert len(scored) == 2 and (scored["e_above_hull_std"] == 0).all()
+    assert (scored["fom_ev_lcb"] <= scored["fom_ev_mean"]).all()
+    assert scored["feasible_charge_balanced"].astype(bool).all() and scored["feasible_relaxation_ok"].astype(bool).all()
+    assert scored["feasible_symmetry_kept"].astype(bool).all()
+    summary = pd.read_csv(dft / "summary.csv")
+    assert len(summary) == 1 and summary.loc[0, "folder"].startswith("001_")
+    assert Incar.from_file(dft / summary.loc[0, "folder"] / "3_dielectric" / "INCAR")["LEPSILON"] is True
