@@ -18,7 +18,6 @@ import json
 import multiprocessing as mp
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -35,24 +34,11 @@ ARRAY_KEYS = ("G", "L", "XYZ", "A", "W")
 # ---------------------------------------------------------------------------------------------
 # Sources of structures
 # ---------------------------------------------------------------------------------------------
-def matbench_dielectric_path() -> Path:
-    """The matbench_dielectric file inside the installed crystal-toolkit wheel."""
-    try:
-        path = Path(str(resources.files("crystal_toolkit") / "apps" / "examples" / "matbench_dielectric.json.gz"))
-    except ModuleNotFoundError:
-        raise MissingResourceError("crystal-toolkit is not installed; `pip install crystal-toolkit==2026.7.20` "
-                                   "(it ships matbench_dielectric.json.gz)") from None
-    return settings.require(path, "matbench_dielectric.json.gz (inside the crystal-toolkit wheel)",
-                            "Reinstall crystal-toolkit==2026.7.20.")
-
-
 def load_matbench_dielectric() -> tuple[list[Structure], np.ndarray]:
     """The 4,764 matbench_dielectric structures in the file's (matbench) order, and their refractive index n."""
-    with gzip.open(matbench_dielectric_path(), "rt") as fh:
-        table = json.load(fh)
-    keys = sorted(table["structure"], key=int)
-    structures = [Structure.from_dict(table["structure"][k]) for k in keys]
-    return structures, np.array([table["n"][k] for k in keys], float)
+    from core.scoring.references.matbench import load_matbench_dielectric as table
+
+    return table().structures_and_n()
 
 
 def load_hull_structures() -> list[Structure]:

@@ -119,7 +119,7 @@ def write_samples(samples, out: Path) -> None:
 
 def cmd_logp(args) -> int:
     from core.logp import batched_logp
-    from core.tokens import CrystalTokens, stack
+    from core.tokens import CrystalTokens
 
     ck = _load(args)
     n_max = ck.config.n_max

@@ -12,9 +12,6 @@ this training on all rows, writing the model card.
 from __future__ import annotations
 
 import argparse
-import gzip
-import importlib.resources
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,13 +20,13 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Structure
 
+from core.scoring.references.matbench import load_matbench_dielectric as load_table, matbench_dielectric_path
 from core.scoring.dielectric import (
     DescriptorDielectricModel, FEATURE_NAMES, FEATURE_VERSION, default_model_dir, descriptors, lorentz_lorenz,
     save_descriptor_model,
 )
 
 DATASET = "matbench_dielectric"
-DATA_FILE = "matbench_dielectric.json.gz"
 MATBENCH_SEED = 18012019        # matbench's KFold random_state
 SEEDS = (0, 1, 2)               # one LightGBM booster per seed; the model averages their ln n
 ROUNDS = 1200
@@ -45,16 +42,12 @@ LIGHTGBM_PARAMS = {
 
 def data_path() -> Path:
     """The matbench_dielectric file inside the installed crystal-toolkit wheel."""
-    return Path(str(importlib.resources.files("crystal_toolkit.apps.examples").joinpath(DATA_FILE)))
+    return matbench_dielectric_path()
 
 
 def load_matbench_dielectric() -> tuple[list[Structure], np.ndarray]:
     """(structures, n) in matbench order (rows '0' … '4763')."""
-    with gzip.open(data_path(), "rt") as fh:
-        table = json.load(fh)
-    keys = sorted(table["n"], key=int)
-    structures = [Structure.from_dict(table["structure"][k]) for k in keys]
-    return structures, np.array([table["n"][k] for k in keys], dtype=float)
+    return load_table().structures_and_n()
 
 
 def descriptor_matrix(structures: Sequence[Structure], progress: Callable[[int, int], None] | None = None) -> np.ndarray:

@@ -12,6 +12,7 @@ import importlib.resources
 import json
 from pathlib import Path
 
+import numpy as np
 from pymatgen.core import Composition, Structure
 
 from core.errors import MissingResourceError
@@ -72,6 +73,10 @@ class MatbenchDielectric:
 
     def column(self, name: str) -> dict[str, object]:
         return self._columns[name]
+
+    def structures_and_n(self) -> tuple[list[Structure], np.ndarray]:
+        """Every structure and its refractive index n, in matbench order (rows '0' … '4763')."""
+        return [self.structure(row) for row in self.rows], np.array([self.refractive_index(r) for r in self.rows], float)
 
 
 @functools.cache
