@@ -41,17 +41,73 @@ def lattice_facts(structure) -> dict[str, str]:
     }
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _with_std(key: str, value: Any, std: Any) -> str:
+    """'0.012 ± 0.004 eV/atom': the value and its σ in the value's format and unit."""
+    number, _, unit = format_value(key, value).partition(" ")
+    sigma = format_value(key, std).partition(" ")[0]
+    return f"{number} ± {sigma}" + (f" {unit}" if unit else "")
+
+
 def property_card(row: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(label, formatted value with unit) for the scored properties present in ``row``."""
+    """(label, formatted value with unit) for the scored properties present in ``row``; ± σ where the row
+    has the ``<key>_std`` column of ``core.scoring.uncertainty`` (E_hull: the committee mean ± spread)."""
     out = []
     for key in CARD_FIELDS:
         if key not in row:
             continue
         value = row[key]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if _missing(value):
             continue
-        out.append((CARD_LABELS[key], format_value(key, value)))
+        if key == "e_above_hull" and not _missing(row.get("e_above_hull_mean")):
+            value = row["e_above_hull_mean"]
+        std = row.get(f"{key}_std")
+        if not isinstance(value, bool) and not _missing(std):
+            out.append((CARD_LABELS[key], _with_std(key, value, std)))
+        else:
+            out.append((CARD_LABELS[key], format_value(key, value)))
+    if not _missing(row.get("fom_ev_lcb")) and not _missing(row.get("fom_ev_std")):
+        out.append(("FoM − 1σ", format_value("fom_ev", row["fom_ev_lcb"])))
     return out
+
+
+BADGE_COLORS = {True: ("#1b7a3a", "#e6f4ea"), False: ("#b3261e", "#fce8e6"), None: ("#5f6368", "#f1f3f4")}
+
+
+def feasibility_checks(structure, row: Mapping[str, Any]) -> list:
+    """The feasibility checklist (``core.scoring.feasibility``) of a structure and its score row."""
+    from core.scoring.feasibility import feasibility
+
+    return feasibility(structure, row)
+
+
+def badges_html(checks) -> str:
+    """Coloured chips, one per check (green passes, red fails, grey unknown); the reason is the tooltip."""
+    chips = []
+    for check in checks:
+        color, background = BADGE_COLORS[check.passed]
+        mark = "✓" if check.passed else "?" if check.passed is None else "✗"
+        chips.append(f'<span title="{html.escape(check.reason)}" style="display:inline-block;margin:2px;padding:1px 8px;'
+                     f'border-radius:10px;border:1px solid {color};color:{color};background:{background};'
+                     f'font-size:0.82em">{mark} {html.escape(check.label)}</span>')
+    return f'<div style="line-height:1.9;margin-bottom:0.5rem">{"".join(chips)}</div>'
+
+
+def feasibility_badges(structure, row: Mapping[str, Any]) -> None:
+    """The checklist as badges, with the reasons of the failed / unknown ones listed below."""
+    try:
+        checks = feasibility_checks(structure, row)
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run must not break the panel
+        show_error(exc, "feasibility checks failed")
+        return
+    st.markdown("**Feasibility**")
+    st.markdown(badges_html(checks), unsafe_allow_html=True)
+    notes = [f"{c.label}: {c.reason}" for c in checks if c.passed is not True]
+    if notes:
+        st.caption(" · ".join(notes))
 
 
 def split_tokens(token_string: str) -> list[tuple[str, str]]:
@@ -228,6 +284,7 @@ def structure_panel(structure, row: Mapping[str, Any], *, title: str, key: str, 
             facts_table(card)
         else:
             st.caption("Not scored yet: run the Score page to get E_hull, band gap, ε_elec and FoM.")
+        feasibility_badges(structure, row)
         downloads(structure, f"{structure.composition.reduced_formula}-{key}", key)
     tab_tokens, tab_sym, tab_xrd = st.tabs(["Token sequence", "Symmetry", "XRD pattern"])
     with tab_tokens:

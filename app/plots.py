@@ -48,8 +48,18 @@ def plane_points(frame: pd.DataFrame) -> pd.DataFrame:
         "ehull": numeric(frame, "e_above_hull"),
         "sg": _spacegroup(frame),
         "formula": frame["formula"].astype(str).to_numpy() if "formula" in frame else "",
+        "gap_std": numeric(frame, "band_gap_ev_std"),     # ± columns (core.scoring.uncertainty), NaN when absent
+        "eps_std": numeric(frame, "eps_elec_std"),
     })
     return out[np.isfinite(out["gap"]) & np.isfinite(out["eps"])].reset_index(drop=True)
+
+
+def _error_bars(values: pd.Series) -> dict | None:
+    """Plotly error-bar settings for one axis (±1σ), or None when no point has a σ > 0."""
+    sigma = np.nan_to_num(values.to_numpy(dtype=float), nan=0.0)
+    if not (sigma > 0).any():
+        return None
+    return dict(type="data", array=sigma, visible=True, thickness=1, width=0, color="rgba(60,60,60,0.45)")
 
 
 def _hover(points: pd.DataFrame) -> tuple[np.ndarray, str]:
@@ -99,6 +109,8 @@ def pareto_figure(frame: pd.DataFrame, *, ehull_max: float = 0.4, selected_id: i
 
     Shows the Pareto front of (E_g, ε_elec), iso-FoM hyperbolas at 5, 10 and 20 eV and, when given,
     the selected structure as a star. Each point's ``customdata[0]`` is its pool id (for clicks).
+    When the frame has ``band_gap_ev_std`` / ``eps_elec_std`` (``core.scoring.uncertainty``), points get
+    ±1σ error bars.
     """
     points = plane_points(frame)
     x_range, y_range = _axis_ranges(points["gap"].to_numpy(), points["eps"].to_numpy())
@@ -117,7 +129,8 @@ def pareto_figure(frame: pd.DataFrame, *, ehull_max: float = 0.4, selected_id: i
         else:
             marker.update(color="#bbb")
         fig.add_trace(go.Scatter(x=sub["gap"], y=sub["eps"], mode="markers", name=name, marker=marker,
-                                 customdata=custom, hovertemplate=template, showlegend=bool(len(sub))))
+                                 customdata=custom, hovertemplate=template, showlegend=bool(len(sub)),
+                                 error_x=_error_bars(sub["gap_std"]), error_y=_error_bars(sub["eps_std"])))
     front = _front_trace(points, "Pareto front", "#1f2d5c")
     fig.add_trace(front if front is not None else go.Scatter(x=[], y=[], name="Pareto front", showlegend=False))
     chosen = points[points["id"] == selected_id] if selected_id is not None else points.iloc[:0]

@@ -16,9 +16,15 @@ import streamlit as st
 from app.widgets import show_error
 
 STORED_PROPERTIES = ("energy_per_atom", "e_form_per_atom", "e_above_hull", "hull_reference", "band_gap_ev",
-                     "eps_elec", "fom_ev", "struct_valid", "comp_valid", "unique", "novel", "relaxed", "logp")
-SHOWN = ("id", "formula", "spacegroup", "spacegroup_symbol", "nsites", "e_above_hull", "band_gap_ev", "eps_elec",
-         "fom_ev", "source", "notes", "tags", "added_at")
+                     "eps_elec", "fom_ev", "struct_valid", "comp_valid", "unique", "novel", "relaxed", "logp",
+                     # relaxation and symmetry, for the feasibility checks
+                     "relax_steps", "relax_converged", "match_relaxed", "rmsd_relaxed", "spacegroup", "spacegroup_found",
+                     # ± columns of core.scoring.uncertainty, when the row has them
+                     "e_above_hull_mean", "e_above_hull_std", "e_above_hull_n", "eps_elec_mean", "eps_elec_std",
+                     "eps_elec_n", "band_gap_ev_std", "fom_ev_mean", "fom_ev_std", "fom_ev_lcb")
+SHOWN = ("id", "formula", "spacegroup", "spacegroup_symbol", "nsites", "e_above_hull", "e_above_hull_std",
+         "band_gap_ev", "eps_elec", "eps_elec_std", "fom_ev", "fom_ev_std", "feasibility_failed", "source", "notes",
+         "tags", "added_at")
 
 
 def unavailable() -> str | None:
@@ -35,15 +41,60 @@ def store():
     return Shortlist()
 
 
-def properties_of(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The score values worth keeping (plain Python, no NaN), units in the key names."""
+def _plain(values: Mapping[str, Any], keys) -> dict[str, Any]:
     out = {}
-    for key in STORED_PROPERTIES:
-        value = row.get(key)
+    for key in keys:
+        value = values.get(key)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         out[key] = value.item() if isinstance(value, np.generic) else value
     return out
+
+
+def properties_of(row: Mapping[str, Any], structure=None) -> dict[str, Any]:
+    """The score values worth keeping (plain Python, no NaN), units in the key names; with the structure,
+    also its feasibility checklist (``feasible_*``, ``feasibility_failed``, ``feasibility_notes``)."""
+    out = _plain(row, STORED_PROPERTIES)
+    if structure is not None:
+        try:
+            out.update(feasibility_of(structure, out))
+        except Exception:  # noqa: BLE001 - the checklist is extra; keeping the candidate is what matters
+            pass
+    return out
+
+
+def feasibility_of(structure, properties: Mapping[str, Any]) -> dict[str, Any]:
+    """The checklist columns of ``core.scoring.feasibility`` for a structure and its stored properties."""
+    from core.scoring.feasibility import as_columns, feasibility
+
+    return as_columns(feasibility(structure, properties))
+
+
+def assess_entries(store, ids, committee: bool = False, on_member=None) -> int:
+    """Add uncertainty (dielectric ensemble ε ± σ, FoM ± σ; with ``committee`` the MLIP committee's
+    E_hull ± σ, slow: it loads CHGNet and SevenNet) and the feasibility checklist to shortlist entries,
+    stored in their properties. Returns the number of entries updated."""
+    from core.scoring.uncertainty import COMMITTEE, add_uncertainty
+
+    entries = store.entries(ids)
+    if not entries:
+        return 0
+    frame = pd.DataFrame([e.properties for e in entries])
+    frame = add_uncertainty(frame, [e.structure for e in entries], committee=COMMITTEE if committee else None,
+                            on_member=on_member)
+    members = [c for c in frame.columns if c.startswith("e_above_hull_") and c not in STORED_PROPERTIES]
+    for entry, record in zip(entries, frame.to_dict("records")):
+        props = _plain(record, (*STORED_PROPERTIES[STORED_PROPERTIES.index("e_above_hull_mean"):], *members))
+        props.update(feasibility_of(entry.structure, {**entry.properties, **props}))
+        store.update(entry.id, properties=props)
+    return len(entries)
+
+
+def dft_inputs_zip(store, ids) -> bytes:
+    """MP VASP input sets (relax, static, dielectric) of the given entries as zip bytes (``core.dft_export``)."""
+    from core.dft_export import dft_zip
+
+    return dft_zip(store.entries(ids))
 
 
 def tags_text(tags) -> str:
@@ -67,7 +118,7 @@ def add_form(entry, row: Mapping[str, Any], key: str) -> None:
     from core.shortlist import DuplicateEntryError
 
     try:
-        new_id = store().add(entry.structure, properties=properties_of(row), source=entry.source,
+        new_id = store().add(entry.structure, properties=properties_of(row, entry.structure), source=entry.source,
                              token_string=entry.token_string, notes=notes, tags=tags)
     except DuplicateEntryError as exc:
         st.info(f"Already kept: {exc}", icon="🔖")

@@ -1,11 +1,12 @@
-"""Shortlist: the candidates kept from Explore, with notes and tags, exported as CIF zip or CSV."""
+"""Shortlist: the candidates kept from Explore, with notes and tags, uncertainty and feasibility, exported as CIF zip, CSV or DFT input sets."""
 import streamlit as st
 
 from app import detail, shortlisting, tables, widgets
 from app.navigation import link
 
 widgets.page_header("Shortlist", "Candidates you kept, stored on disk (they survive restarts and are shared by "
-                                 "every browser session). Edit notes and tags in the table; export as CIF files or CSV.")
+                                 "every browser session). Edit notes and tags in the table; check how far to trust "
+                                 "each score; export as CIF files, CSV or DFT input sets.")
 missing = shortlisting.unavailable()
 if missing:
     st.info(missing)
@@ -34,7 +35,7 @@ chosen = [int(i) for i in edited.loc[edited["select"], "id"]]
 scope = chosen or [int(i) for i in listing["id"]]
 scope_text = f"{len(chosen)} selected" if chosen else f"all {len(scope)}"
 
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4, c5 = st.columns(5)
 changes = shortlisting.edits(table, edited)
 if c1.button(f"Save notes & tags ({len(changes)})", disabled=not changes, type="primary", key="shortlist-save"):
     for entry_id, notes, tags in changes:
@@ -55,8 +56,36 @@ try:
                        mime="application/zip", key="shortlist-zip", icon=":material/download:")
     c4.download_button(f"CSV ({scope_text})", properties_csv(listing[listing["id"].isin(scope)]),
                        file_name="shortlist.csv", mime="text/csv", key="shortlist-csv", icon=":material/download:")
+    c5.download_button(f"DFT input sets (zip, {scope_text})", lambda: shortlisting.dft_inputs_zip(store, scope),
+                       file_name="shortlist-dft-inputs.zip", mime="application/zip", key="shortlist-dft",
+                       icon=":material/download:",
+                       help="pymatgen Materials Project input sets per candidate: relaxation, static and DFPT "
+                            "dielectric runs (INCAR, KPOINTS, POSCAR, POTCAR.spec) and a summary CSV")
 except Exception as exc:  # noqa: BLE001
     widgets.show_error(exc, "cannot export")
+
+with st.expander("How far to trust the scores: uncertainty and feasibility", icon=":material/verified:"):
+    st.caption("ε_elec ± σ from the dielectric model's ensemble members, FoM ± σ propagated (first order, "
+               "independent errors), and the feasibility checklist (charge balance, E_hull, relaxation, symmetry, "
+               "novelty, toxic/radioactive and scarce elements). The MLIP committee (M3GNet, CHGNet, SevenNet) adds "
+               "E_hull ± σ but loads two more models and their hull references: minutes on a CPU. "
+               "Calibration against DFT: bench/uncertainty.md.")
+    t1, t2 = st.columns([2, 3])
+    with_committee = t2.toggle("Include the MLIP committee (slow)", key="shortlist-committee")
+    if t1.button(f"Assess {scope_text}", key="shortlist-assess", icon=":material/troubleshoot:"):
+        try:
+            with st.spinner("Estimating uncertainty and checking feasibility…"):
+                done = shortlisting.assess_entries(store, scope, committee=with_committee)
+        except Exception as exc:  # noqa: BLE001
+            widgets.show_error(exc, "cannot assess the shortlist")
+        else:
+            st.toast(f"Assessed {done} entries")
+            st.rerun()
+    if {"band_gap_ev", "eps_elec"} <= set(listing.columns):
+        from app.plots import pareto_figure
+
+        plane = listing[listing["id"].isin(scope)]
+        st.plotly_chart(pareto_figure(plane, height=420), width="stretch", key="shortlist-plane")
 
 st.divider()
 labels = {int(r["id"]): f"#{int(r['id'])} {r['formula']} ({r['source']})" for _, r in listing.iterrows()}
