@@ -30,6 +30,11 @@ def draw(ck, spacegroup, num, seed):
     return samples, [s.structure for s in samples if s.structure is not None]
 
 
+def distinct_formulas(structures) -> int:
+    """How many different reduced formulas the samples have (diversity; RL can collapse onto a few)."""
+    return len({s.composition.reduced_formula for s in structures})
+
+
 def kl_estimate(policy, base, samples) -> float:
     """Monte Carlo KL(p_policy || p_base) = mean over policy samples of log p_policy − log p_base (nats)."""
     from core.logp import batched_logp
@@ -71,13 +76,13 @@ def main() -> None:
         rows.append({"model": name, "built": len(structures) / args.num, "scored": scored.sum() / args.num,
                      "stable": float(np.sum(scored & (e < 0.1)) / args.num),
                      "stable_of_scored": float(np.mean(e[scored] < 0.1)) if scored.any() else float("nan"),
-                     "median": float(np.nanmedian(e)), "kl": kl_estimate(ck, base, samples) if name != "base" else 0.0})
+                     "median": float(np.nanmedian(e)), "formulas": distinct_formulas(structures), "kl": kl_estimate(ck, base, samples) if name != "base" else 0.0})
         print(rows[-1], flush=True)
     lines += ["## Energy above hull: rl-ehull vs base (space groups from the training distribution)", "",
-              "| model | buildable | scored | E_hull < 0.1 eV/atom (of all samples) | (of scored) | median E_hull (eV/atom) | KL to base (nats) |",
-              "|---|---|---|---|---|---|---|",
+              "| model | buildable | scored | E_hull < 0.1 eV/atom (of all samples) | (of scored) | median E_hull (eV/atom) | distinct formulas | KL to base (nats) |",
+              "|---|---|---|---|---|---|---|---|",
               *[f"| {r['model']} | {r['built']:.1%} | {r['scored']:.1%} | **{r['stable']:.1%}** | {r['stable_of_scored']:.1%} | "
-                f"{r['median']:.3f} | {r['kl']:.2f} |" for r in rows],
+                f"{r['median']:.3f} | {r['formulas']} | {r['kl']:.2f} |" for r in rows],
               "", f"Paper, with its own models (alex20, Orb): 44.7% -> 73.4%. ({time.time() - t0:.0f} s)", ""]
 
     # --- figure of merit in Fm-3m -------------------------------------------------------------
@@ -92,13 +97,14 @@ def main() -> None:
                          "fom_mean": float(np.nanmean(fom)), "fom_median": float(np.nanmedian(fom)),
                          "fom_gt_20": float(np.sum(fom > 20) / args.num),
                          "gap": float(np.nanmean(df["band_gap_ev"])), "eps": float(np.nanmean(df["eps_elec"])),
+                         "formulas": distinct_formulas(structures),
                          "kl": kl_estimate(ck, base, samples) if name != "base" else 0.0})
         print(fom_rows[-1], flush=True)
     lines += ["## Figure of merit: rl-fom vs base in Fm-3m (225)", "",
-              "| model | scored | mean FoM (eV) | median FoM (eV) | FoM > 20 eV | mean E_g (eV) | mean ε_elec | KL to base (nats) |",
-              "|---|---|---|---|---|---|---|---|",
+              "| model | scored | mean FoM (eV) | median FoM (eV) | FoM > 20 eV | mean E_g (eV) | mean ε_elec | distinct formulas | KL to base (nats) |",
+              "|---|---|---|---|---|---|---|---|---|",
               *[f"| {r['model']} | {r['scored']:.1%} | **{r['fom_mean']:.2f}** | {r['fom_median']:.2f} | {r['fom_gt_20']:.1%} | "
-                f"{r['gap']:.2f} | {r['eps']:.2f} | {r['kl']:.2f} |" for r in fom_rows],
+                f"{r['gap']:.2f} | {r['eps']:.2f} | {r['formulas']} | {r['kl']:.2f} |" for r in fom_rows],
               "", f"({time.time() - t0:.0f} s)", "", "![band gap vs ε_elec](rl_report_fom.png)", ""]
 
     import matplotlib
