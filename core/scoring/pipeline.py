@@ -19,7 +19,7 @@ Columns (``COLUMNS``): ``formula`` (reduced), ``spacegroup`` (number), ``nsites`
 after relaxation when relaxed), ``energy_per_atom`` (eV/atom), ``e_form_per_atom`` and ``e_above_hull``
 (eV/atom, see ``core.scoring.hull``), ``hull_reference`` (which reference set), ``hull_elements_only``
 (the reference has only elemental phases in this chemical system), ``band_gap_ev`` (MEGNet, PBE
-fidelity), ``eps_elec`` (dimensionless), ``fom_ev`` (ε_elec × E_g), ``struct_valid`` / ``comp_valid``
+fidelity), ``eps_elec`` (dimensionless), ``eps_elec_std`` (calibrated spread of the ε ensemble), ``fom_ev`` (ε_elec × E_g), ``fom_ev_std`` (its first-order σ from ε), ``struct_valid`` / ``comp_valid``
 (of the input, ``core.scoring.metrics``), ``relaxed``, ``relax_steps``, ``relax_converged``,
 ``match_relaxed`` / ``rmsd_relaxed`` (input vs relaxed structure; RMSD normalised as pymatgen does),
 ``novel`` (None without a training set) and ``unique`` (of the final structure: relaxed when relaxed),
@@ -37,6 +37,7 @@ from pymatgen.core import Structure
 
 from core.errors import ScoringError
 from core.scoring.fom import figure_of_merit
+from core.scoring.uncertainty import fom_uncertainty
 from core.scoring.hull import HullReference, load_hull_reference
 from core.scoring.references.store import energy_predictor
 from core.scoring.metrics import (
@@ -56,7 +57,8 @@ if TYPE_CHECKING:
 
 COLUMNS = (
     "formula", "spacegroup", "nsites", "energy_ev", "energy_per_atom", "e_form_per_atom", "e_above_hull",
-    "hull_reference", "hull_elements_only", "band_gap_ev", "eps_elec", "fom_ev", "struct_valid", "comp_valid",
+    "hull_reference", "hull_elements_only", "band_gap_ev", "eps_elec", "eps_elec_std", "fom_ev", "fom_ev_std",
+    "struct_valid", "comp_valid",
     "relaxed", "relax_steps", "relax_converged", "match_relaxed", "rmsd_relaxed", "novel", "unique", "error",
 )
 TEXT_COLUMNS = ("formula", "hull_reference", "error")
@@ -208,17 +210,39 @@ class _Scorer:
             if model is None or not structures:
                 continue
             try:
-                values = list(model.predict([s for _, s in structures]))
+                values = list(self._predict(column, model, [s for _, s in structures]))
             except Exception as exc:  # noqa: BLE001
                 values = [exc] * len(structures)
             for (row, _), value in zip(structures, values):
                 if isinstance(value, BaseException):
                     row.errors.append(_message(column.replace("_ev", "").replace("_", " "), value))
+                elif isinstance(value, tuple):              # ε from an ensemble: (mean, σ)
+                    row.values[column], row.values[f"{column}_std"] = value
                 elif value is not None and math.isfinite(float(value)):
                     row.values[column] = float(value)
         for row, _ in structures:
-            fom = figure_of_merit(row.values["eps_elec"], row.values["band_gap_ev"])
+            eps, gap = row.values["eps_elec"], row.values["band_gap_ev"]
+            fom = figure_of_merit(eps, gap)
             row.values["fom_ev"] = fom if math.isfinite(fom) else None
+            if row.values["fom_ev"] is not None and row.values.get("eps_elec_std") is not None:
+                row.values["fom_ev_std"] = float(fom_uncertainty(eps, row.values["eps_elec_std"], gap)[1])
+
+    @staticmethod
+    def _predict(column: str, model: Any, structures: list[Structure]) -> list[Any]:
+        """The model's values; for an ε model that is an ensemble of boosters, (geometric mean, calibrated σ)
+        from one descriptor pass (``core.scoring.uncertainty``), so ε_elec carries its uncertainty."""
+        if column != "eps_elec" or not hasattr(model, "boosters"):
+            return list(model.predict(structures))
+        from core.scoring.uncertainty import SPREAD_SCALE, dielectric_members, member_spread
+
+        out: list[Any] = []
+        for members in dielectric_members(structures, model):
+            if isinstance(members, BaseException):
+                out.append(members)
+                continue
+            _, std, _ = member_spread(members, SPREAD_SCALE["eps_elec"])
+            out.append((float(np.exp(np.mean(np.log(members)))), std))
+        return out
 
     def score_chunk(self, items: Sequence[Any]) -> list[dict[str, Any]]:
         rows = [_Row(item) for item in items]
