@@ -8,6 +8,9 @@ folder continues it (the trainer resumes parameters, optimizer state and baselin
 """
 from __future__ import annotations
 
+import importlib
+import math
+import os
 import re
 import shutil
 import time
@@ -28,6 +31,7 @@ MAX_BATCH = 64
 LOG_COLUMNS = {"step": "Step", "reward_mean": "Mean reward", "kl": "KL to base (nats)", "valid_fraction": "Buildable",
                "e_hull_mean": "Mean E_hull (eV/atom)", "stable_fraction": "Stable (< 0.1 eV/atom)",
                "fom_mean": "Mean FoM (eV)", "scored_fraction": "Scored", "seconds": "Seconds"}
+FRACTION_COLUMNS = ("valid_fraction", "stable_fraction", "scored_fraction")   # shown as percentages
 
 
 def _ehull_reward(mlip: str, hull: str):
@@ -44,6 +48,16 @@ def _fom_reward(mlip: str, hull: str):
 
 # reward key -> factory(mlip name, hull kind) -> callable on structures (tests swap in fast fakes)
 REWARD_FACTORIES = {"ehull": _ehull_reward, "fom": _fom_reward}
+
+
+def reward_factory(reward: str):
+    """The factory for ``reward``; ``CFRL_APP_REWARD=package.module:factory`` replaces every reward with one
+    fast stand-in (the browser test runs a real server this way, as ``CFRL_APP_SCORER`` does for scoring)."""
+    hook = os.environ.get("CFRL_APP_REWARD", "").strip()
+    if not hook:
+        return REWARD_FACTORIES[reward]
+    module, _, name = hook.partition(":")
+    return getattr(importlib.import_module(module), name or "reward_factory")
 
 
 def unavailable() -> str | None:
@@ -104,6 +118,16 @@ def log_table(history: list[dict]):
     return frame[[c for c in LOG_COLUMNS if c in frame]].rename(columns=LOG_COLUMNS)
 
 
+def curves(history: list[dict]):
+    """The per-step curves (``app.plots.ppo_figure``), tall enough that each row's panel titles clear the
+    axis titles above them, with whole-number PPO steps on the x axes."""
+    from app.plots import ppo_figure
+
+    fig = ppo_figure(history, height=560)
+    fig.update_xaxes(tick0=1, dtick=max(1, math.ceil(len(history) / 10)))
+    return fig
+
+
 def ppo_steps(policy, request: FineTuneRequest, *, mlip: str = "m3gnet", hull: str = "bundled",
               resume: bool = False) -> Iterator[dict]:
     """Run ``request.steps`` PPO steps from ``policy`` (also the KL base) and yield each step's log.
@@ -125,7 +149,7 @@ def ppo_steps(policy, request: FineTuneRequest, *, mlip: str = "m3gnet", hull: s
         raise InvalidInputError(f"{out} holds no fine-tuning run to continue")
     if not resume and out.exists():
         raise InvalidInputError(f"a checkpoint named {name!r} already exists in {out.parent}; choose another name")
-    reward = REWARD_FACTORIES[request.reward](mlip, hull)
+    reward = reward_factory(request.reward)(mlip, hull)
     cfg = PPOConfig(steps=request.steps, batch_size=request.batch_size, tau=request.tau, lr=request.lr,
                     spacegroups=request.spacegroup, seed=request.seed, save_every=max(1, request.steps))
     trainer = PPOTrainer(policy, reward, cfg, base=policy, out=out,

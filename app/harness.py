@@ -164,6 +164,18 @@ def click_plot_point(page, trace_name: str, point: int = 0, chart_index: int = 0
     return info
 
 
+def fake_reward(mlip: str, hull: str):
+    """A fast stand-in for the Fine-tune page's rewards (``CFRL_APP_REWARD=app.harness:fake_reward``):
+    r = −0.01 × atoms per cell, −5 for a sample that could not be built, with the E_hull log fields."""
+    import numpy as np
+
+    def reward(structures):
+        r = np.array([-0.01 * len(s) if s is not None else -5.0 for s in structures])
+        return r, {"e_hull_mean": float(-r[r > -5].mean()) if (r > -5).any() else float("nan")}
+
+    return reward
+
+
 def canvas_colours(png: bytes) -> int:
     """Number of distinct colours in a screenshot (1 = a blank canvas)."""
     import io

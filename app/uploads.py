@@ -66,14 +66,14 @@ class ScreenReport:
     error: str | None = None
 
     def describe(self) -> str:
-        """'512 of 1,000 rows from screen big (8/16 batches, running): ...' for the page."""
+        """'2,000 best (Pareto front, then FoM) of 10,000 rows (8/16 batches, running); 1,990 with a structure'."""
         if self.error:
             return self.error
         where = f"{self.batches_done}/{self.n_batches} batches, {self.status or 'status unknown'}"
         if not self.rows:
-            return f"{self.folder} holds a screen with no finished batch yet ({where}); open it again later."
+            return f"no batch finished yet ({where}); reload later"
         kept = f"{self.added:,}" if self.added == self.rows else f"the best {self.added:,} (Pareto front, then FoM) of {self.rows:,}"
-        return f"{kept} rows from {self.source} ({where}); {self.built:,} with a structure."
+        return f"{kept} rows ({where}); {self.built:,} with a structure"
 
 
 def screen_folder(text: str) -> Path:

@@ -6,7 +6,6 @@ import streamlit as st
 from app import finetune, state, widgets
 from app.checkpoints import CheckpointRef
 from app.jobs import Job
-from app.plots import ppo_figure
 from core.errors import InvalidInputError
 
 widgets.page_header("Fine-tune", "Reinforcement fine-tuning (PPO with a KL penalty to the starting model) for a few "
@@ -14,7 +13,7 @@ widgets.page_header("Fine-tune", "Reinforcement fine-tuning (PPO with a KL penal
                                  "result as a new checkpoint.")
 missing = finetune.unavailable()
 if missing:
-    st.warning(missing, icon="🚧")
+    st.warning(missing, icon=":material/construction:")
     st.markdown("When it is available, this page will: take the model in the sidebar as the starting point (and KL "
                 "base), sample a small batch per step, reward it (−E_hull or FoM), update the model with PPO and draw "
                 "the mean reward, the KL divergence to the base, mean E_hull / FoM and the buildable fraction after "
@@ -24,17 +23,21 @@ if missing:
 ref = state.checkpoint_ref()
 job = state.job("finetune")
 busy = bool(job and job.running)
+run = state.get(state.FINETUNE)
+last = run["request"] if run else finetune.FineTuneRequest()   # a page switch drops widget values; keep the settings
 with st.form("ft-form"):
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
-    reward = c1.selectbox("Reward", list(finetune.REWARDS), format_func=finetune.REWARDS.get, key="ft-reward")
-    steps = c2.number_input("PPO steps", 1, finetune.MAX_STEPS, 5, key="ft-steps")
-    batch = c3.number_input("Batch (crystals/step)", 2, finetune.MAX_BATCH, 8, key="ft-batch")
-    tau = c4.number_input("τ (KL weight)", 0.0, 10.0, None, step=0.1, key="ft-tau", format="%.2f",
+    reward = c1.selectbox("Reward", list(finetune.REWARDS), index=list(finetune.REWARDS).index(last.reward),
+                          format_func=finetune.REWARDS.get, key="ft-reward")
+    steps = c2.number_input("PPO steps", 1, finetune.MAX_STEPS, last.steps, key="ft-steps")
+    batch = c3.number_input("Batch (crystals/step)", 2, finetune.MAX_BATCH, last.batch_size, key="ft-batch")
+    tau = c4.number_input("τ (KL weight)", 0.0, 10.0, last.tau if run else None, step=0.1, key="ft-tau", format="%.2f",
                           placeholder="paper: 0.1 / 2", help="empty: the paper's value (0.1 for −E_hull, 2 for FoM)")
     d1, d2, d3, d4 = st.columns([2, 1, 1, 1])
-    spacegroup = widgets.spacegroup_picker("ft-sg", default=225, container=d1)
-    lr = d2.number_input("Learning rate", 1e-6, 1e-2, 1e-4, format="%.0e", key="ft-lr")
-    seed = d3.number_input("Seed", 0, 10_000, 0, key="ft-seed")
+    spacegroup = widgets.spacegroup_picker("ft-sg", default=last.spacegroup if last.spacegroup != "train" else 225,
+                                           container=d1)
+    lr = d2.number_input("Learning rate", 1e-6, 1e-2, last.lr, format="%.0e", key="ft-lr")
+    seed = d3.number_input("Seed", 0, 10_000, last.seed, key="ft-seed")
     name = d4.text_input("Save as", key="ft-name", placeholder="automatic")
     start = st.form_submit_button("Start fine-tuning", type="primary", disabled=busy, icon=":material/play_arrow:")
 st.caption(f"E_hull rewards use the Score page's potential and hull: {state.score_settings().describe()}. "
@@ -74,7 +77,6 @@ if start:
         else:
             launch(policy, request, [])
 
-run = state.get(state.FINETUNE)
 if job is None or run is None:
     st.info("Pick the starting model in the sidebar, choose a reward and press **Start fine-tuning**.")
 else:
@@ -83,15 +85,16 @@ else:
                          rerun_on_progress_s=0.5)
     history = run.get("history", []) + list(job.items)
     if history:
-        st.plotly_chart(ppo_figure(history), width="stretch", key="ft-curves")
-        st.dataframe(finetune.log_table(history), width="stretch", hide_index=True,
-                     height=min(400, 38 + 35 * len(history)))
+        st.plotly_chart(finetune.curves(history), width="stretch", key="ft-curves")
+        percent = st.column_config.NumberColumn(format="percent")
+        st.dataframe(finetune.log_table(history), width="stretch", hide_index=True, height=min(400, 38 + 35 * len(history)),
+                     column_config={finetune.LOG_COLUMNS[c]: percent for c in finetune.FRACTION_COLUMNS})
     saved = finetune.output_dir(request.name)
     if not job.running and history and (saved / "params.npz").exists():
         label = CheckpointRef(request.name, str(saved), "fine-tuned").label
         st.success(f"Saved as **{request.name}** after {len(history)} PPO steps in {saved}; it is listed as "
                    f"“{label}” in the checkpoint pickers, to generate with it or to compare it with {run['from']} "
-                   "on the Compare page.", icon="✅")
+                   "on the Compare page.", icon=":material/check_circle:")
         c1, c2, c3, _ = st.columns([1.3, 1, 1.3, 2], vertical_alignment="bottom")
         c1.button("Use it in the sidebar", key="ft-use", on_click=use_in_sidebar, args=(label,),
                   icon=":material/check_circle:")

@@ -11,18 +11,21 @@ widgets.page_header("Generate", "Sample crystals from the model in the sidebar: 
 ref = state.checkpoint_ref()
 pool = state.pool()
 
+# the form starts from the last generated request, so a page switch (which drops widget values) loses no setting
+last = pool.generation.get("request") or GenerateRequest()
 with st.form("generate-form", border=True):
     c1, c2, c3, c4 = st.columns([2.2, 1, 1, 1])
-    spacegroup = widgets.spacegroup_picker("gen-sg", default=225, container=c1)
-    num = c2.number_input("Samples", 1, 1000, 100, step=10, key="gen-num")
-    temperature = c3.number_input("Temperature", 0.1, 3.0, 1.0, step=0.1, key="gen-temp", format="%.2f",
-                                  help="1 samples the model's own distribution; lower is more conservative")
-    seed = c4.number_input("Seed", 0, 2**31 - 1, 0, key="gen-seed", help="same seed, same crystals")
+    spacegroup = widgets.spacegroup_picker("gen-sg", default=last.spacegroup if last.spacegroup != "train" else 225,
+                                           container=c1)
+    num = c2.number_input("Samples", 1, 1000, int(last.num), step=10, key="gen-num")
+    temperature = c3.number_input("Temperature", 0.1, 3.0, float(last.temperature), step=0.1, key="gen-temp",
+                                  format="%.2f", help="1 samples the model's own distribution; lower is more conservative")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, int(last.seed), key="gen-seed", help="same seed, same crystals")
     e1, e2, e3 = st.columns([2, 2, 1.2])
-    elements = e1.multiselect("Only these elements (optional)", widgets.element_symbols(), key="gen-elements",
-                              placeholder="any element")
-    exclude = e2.multiselect("Never these elements", widgets.element_symbols(), key="gen-exclude",
-                             placeholder="none excluded")
+    elements = e1.multiselect("Only these elements (optional)", widgets.element_symbols(), default=list(last.elements),
+                              key="gen-elements", placeholder="any element")
+    exclude = e2.multiselect("Never these elements", widgets.element_symbols(), default=list(last.exclude),
+                             key="gen-exclude", placeholder="none excluded")
     auto_score = e3.toggle("Score right away", value=True, key="gen-autoscore",
                            help="Start static scoring (Score page settings) as soon as the samples exist")
     submitted = st.form_submit_button("Generate", type="primary", icon=":material/auto_awesome:")
@@ -35,7 +38,7 @@ if submitted:
         if auto_score:
             missing = scoring.scoring_unavailable()
             if missing:
-                st.warning(f"{missing} The samples are generated without scores.", icon="⚠️")
+                st.warning(f"{missing} The samples are generated without scores.", icon=":material/warning:")
             else:
                 settings, notes = scoring.effective(state.score_settings())
         if widgets.launch(state.WORK, lambda: start_generation(pool, checkpoint, request, settings), notes, "generate"):
@@ -72,15 +75,15 @@ with st.expander("Open large-screen results", expanded=bool(pool.screens), icon=
         folder = s1.text_input("Screen folder", key="screen-folder", placeholder="e.g. screens/sg225")
         max_rows = s2.number_input("At most rows", 1, uploads.MAX_SCREEN_ROWS, uploads.DEFAULT_SCREEN_ROWS, step=500,
                                    key="screen-max", help="a bigger screen keeps its Pareto front, then the best FoM")
-        opened = s3.form_submit_button("Open", icon=":material/folder_open:", width="stretch")
+        opened = s3.form_submit_button("Open screen", icon=":material/folder_open:", width="stretch")
     if opened:
         report = uploads.open_screen(pool, folder, int(max_rows))
         if report.error:
-            st.warning(report.error, icon="⚠️")
+            st.warning(report.error, icon=":material/warning:")
     for key, info in list(pool.screens.items()):
         report = info["report"]
         c1, c2, c3 = st.columns([6, 1, 1], vertical_alignment="center")
-        c1.markdown(f"**{info['source']}** · {report.describe()}")
+        c1.markdown(f"**{info['source']}** · {report.describe()}  \n:gray[{info['folder']}]")
         if c2.button("Reload", key=f"screen-reload-{key}", icon=":material/refresh:",
                      help="read the folder again (a running screen has new batches)"):
             uploads.open_screen(pool, info["folder"], info["max_rows"])

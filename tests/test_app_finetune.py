@@ -58,6 +58,10 @@ def test_continue_resumes_the_run_against_the_original_base_and_the_result_is_se
     assert json.loads((out / "ppo_state.json").read_text())["step"] == 3
     assert json.loads((out / "meta.json").read_text())["ppo_steps"] == 3
     assert "after 3 PPO steps" in texts(at.success)
+    at.switch_page("../pages/generate.py").run()
+    at.switch_page("../pages/finetune.py").run()                             # widget values are dropped on a switch,
+    assert (at.number_input(key="ft-steps").value, at.number_input(key="ft-batch").value) == (1, 2)   # settings are not
+    assert list(at.dataframe[0].value["Step"]) == [1, 2, 3]
 
 
 def test_a_taken_name_is_refused_and_a_failed_start_leaves_no_checkpoint(ppo_env, monkeypatch):

@@ -63,9 +63,9 @@ def test_open_screen_from_generate_then_explore_and_shortlist(env, screen):
     assert len(built) > 0                                                    # the tiny model builds some crystals
     at = start("generate")
     at.text_input(key="screen-folder").input(str(folder))
-    button(at, "Open").click().run()
+    button(at, "Open screen").click().run()
     assert not at.exception and not at.error, texts(at.error)
-    assert f"{len(rows)} rows from screen sg225 (2/2 batches, finished)" in texts(at.markdown)
+    assert f"**screen sg225** · {len(rows)} rows (2/2 batches, finished)" in texts(at.markdown)
 
     pool = at.session_state["pool"]
     assert pool.ids(SCREEN) == pool.ids() and len(pool.ids()) == len(rows)
@@ -109,7 +109,7 @@ def test_folders_that_are_not_screens_are_explained_and_nothing_is_lost(env, tmp
                            (str(tmp_path / "notes.txt"), "is a file, not a screen folder"),
                            ("  ", "type the folder a screen wrote")):
         at.text_input(key="screen-folder").input(typed)
-        button(at, "Open").click().run()
+        button(at, "Open screen").click().run()
         assert not at.exception and message in texts(at.warning), (typed, texts(at.warning))
     assert [e.formula for e in pool.entries.values()] == ["CsCl"] and not pool.screens
 
@@ -144,13 +144,13 @@ def test_a_running_screen_opens_and_reload_shows_new_batches(env, screen, tmp_pa
         run_screen(spec(checkpoint), out, use_ray=False, progress=False, on_batch=stop_after_one)
     at = start("generate")
     at.text_input(key="screen-folder").input(str(out))
-    button(at, "Open").click().run()
-    assert f"{BATCH} rows from screen live (1/2 batches, interrupted)" in texts(at.markdown)
+    button(at, "Open screen").click().run()
+    assert f"**screen live** · {BATCH} rows (1/2 batches, interrupted)" in texts(at.markdown)
     pool = at.session_state["pool"]
     assert len(pool.ids(SCREEN)) == BATCH
     run_screen(spec(checkpoint), out, use_ray=False, progress=False)           # resume: the second batch
     button(at, "Reload").click().run()
-    assert f"{2 * BATCH} rows from screen live (2/2 batches, finished)" in texts(at.markdown)
+    assert f"**screen live** · {2 * BATCH} rows (2/2 batches, finished)" in texts(at.markdown)
     assert len(pool.ids(SCREEN)) == 2 * BATCH and len(pool.screens) == 1
     button(at, "Remove").click().run()
     assert not pool.ids() and not pool.screens
