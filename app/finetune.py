@@ -8,6 +8,7 @@ folder continues it (the trainer resumes parameters, optimizer state and baselin
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
@@ -156,9 +157,10 @@ def ppo_steps(policy, request: FineTuneRequest, *, mlip: str = "m3gnet", hull: s
                          meta={"name": name, "finetuned_from": policy.name, "reward": REWARDS[request.reward]})
     done = 0
     try:
-        for log in trainer.run(request.steps):
-            done += 1
-            yield log
+        with contextlib.closing(trainer.run(request.steps)) as logs:   # stopping here saves the policy at once
+            for log in logs:
+                done += 1
+                yield log
     except Exception:
         if done == 0 and not resume:
             shutil.rmtree(out, ignore_errors=True)   # nothing learned: no half-made checkpoint in the pickers

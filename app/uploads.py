@@ -13,7 +13,7 @@ import pandas as pd
 from app.pool import SCREEN, Pool
 
 DEFAULT_SCREEN_ROWS = 2000      # rows of a screen opened in the browser: the Pareto front, then the best FoM
-MAX_SCREEN_ROWS = 100_000
+MAX_SCREEN_ROWS = 20_000        # ~0.5 ms per row to rebuild its Structure; Explore's SVG plot slows beyond this
 
 
 @dataclass

@@ -77,7 +77,8 @@ with st.expander("Open large-screen results", expanded=bool(pool.screens), icon=
                                    key="screen-max", help="a bigger screen keeps its Pareto front, then the best FoM")
         opened = s3.form_submit_button("Open screen", icon=":material/folder_open:", width="stretch")
     if opened:
-        report = uploads.open_screen(pool, folder, int(max_rows))
+        with st.spinner("Reading the screen…"):
+            report = uploads.open_screen(pool, folder, int(max_rows))
         if report.error:
             st.warning(report.error, icon=":material/warning:")
     for key, info in list(pool.screens.items()):
@@ -86,7 +87,8 @@ with st.expander("Open large-screen results", expanded=bool(pool.screens), icon=
         c1.markdown(f"**{info['source']}** · {report.describe()}  \n:gray[{info['folder']}]")
         if c2.button("Reload", key=f"screen-reload-{key}", icon=":material/refresh:",
                      help="read the folder again (a running screen has new batches)"):
-            uploads.open_screen(pool, info["folder"], info["max_rows"])
+            with st.spinner("Reading the screen…"):
+                uploads.open_screen(pool, info["folder"], info["max_rows"])
             st.rerun()
         if c3.button("Remove", key=f"screen-remove-{key}", icon=":material/close:"):
             uploads.close_screen(pool, key)

@@ -5,6 +5,7 @@ sidebar, refusing a taken name, and leaving no checkpoint behind when the reward
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -19,12 +20,16 @@ def size_reward(mlip, hull):
     return lambda structures: np.array([-0.01 * len(s) if s is not None else -5.0 for s in structures])
 
 
-def first_run(at, name: str = "tiny-ppo"):
-    at.number_input(key="ft-steps").set_value(2)
-    at.number_input(key="ft-batch").set_value(2)
+def launch(at, name: str, steps: int = 2):
+    """Start a run of ``steps`` PPO steps on batches of 2 crystals, saved as ``name``."""
+    for key, value in (("ft-steps", steps), ("ft-batch", 2)):
+        at.number_input(key=key).set_value(value)
     at.text_input(key="ft-name").input(name)
-    button(at, "Start fine-tuning").click().run()
-    return finish(at, "finetune")
+    return button(at, "Start fine-tuning").click().run()
+
+
+def first_run(at, name: str = "tiny-ppo"):
+    return finish(launch(at, name), "finetune")
 
 
 @pytest.fixture
@@ -83,3 +88,27 @@ def test_a_taken_name_is_refused_and_a_failed_start_leaves_no_checkpoint(ppo_env
     assert not finetune.output_dir("broken").exists()
     options = at.sidebar.selectbox(key="sidebar-ckpt-choice").options
     assert "mine (fine-tuned)" in options and not any(o.startswith("broken") for o in options)
+
+
+def test_stop_ends_after_the_current_step_and_saves_what_was_learned(ppo_env, monkeypatch):
+    def slow_reward(mlip, hull):
+        fast = size_reward(mlip, hull)
+
+        def reward(structures):
+            time.sleep(0.4)
+            return fast(structures)
+        return reward
+
+    monkeypatch.setitem(finetune.REWARD_FACTORIES, "ehull", slow_reward)
+    at = launch(start("finetune"), "stopped", steps=20)
+    job = at.session_state["jobs"]["finetune"]
+    while len(job.items) < 1:
+        time.sleep(0.05)
+    at.button(key="ft-job-stop").click().run()
+    assert job.wait(60) and job.state == "stopped"
+    done = len(job.items)
+    assert 1 <= done < 20
+    state = json.loads((finetune.output_dir("stopped") / "ppo_state.json").read_text())
+    assert state["step"] == done and len(state["history"]) == done          # saved when stopped, every step kept
+    at.run()
+    assert f"after {done} PPO steps" in texts(at.success)
