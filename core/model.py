@@ -287,11 +287,17 @@ class CrystalFormer(nn.Module):
         raw, cache = self._trunk(token_embedding[:, None, :], sin, cos, mask, True, cache, position)
         return raw[:, 0], cache
 
-def init_cache(config: ModelConfig, batch: int, dtype=jnp.float32) -> KVCache:
-    """Empty key/value cache for ``batch`` sequences of ``config.seq_len`` tokens."""
-    shape = (batch, config.num_heads, config.seq_len, config.key_size)
+def init_cache(config: ModelConfig, batch: int, dtype=jnp.float32, length: int | None = None) -> KVCache:
+    """Empty key/value cache for ``batch`` sequences of ``length`` (default ``config.seq_len``) tokens."""
+    shape = (batch, config.num_heads, length or config.seq_len, config.key_size)
     zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
     return KVCache(zeros, zeros)
+
+
+def grow_cache(cache: KVCache, length: int) -> KVCache:
+    """The same cache with empty slots appended up to ``length`` tokens (decoding continues past the old end)."""
+    pad = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, length - x.shape[2]), (0, 0)))
+    return KVCache(tuple(map(pad, cache.keys)), tuple(map(pad, cache.values)))
 
 
 def init_params(config: ModelConfig, seed: int = 42) -> dict:

@@ -31,6 +31,24 @@ def test_cached_equals_full_recompute(tiny_checkpoint, drawn):
     assert len({tuple(r) for r in drawn["A"]}) > 5
 
 
+@pytest.mark.parametrize("spans", [(), (3, 7, 11)])
+def test_growing_the_cache_in_phases_changes_nothing(tiny_checkpoint, drawn, spans, monkeypatch):
+    """One full-length cache, or short caches grown three times (rows here run to 25 tokens)."""
+    from core import sampler
+
+    assert 5 * (drawn["A"] > 0).sum(1).max() > 11
+    monkeypatch.setattr(sampler, "DECODE_SPANS", spans)
+    sampler._compiled.cache_clear()
+    try:
+        other = sample_arrays(tiny_checkpoint, GROUPS, seed=7)
+    finally:
+        sampler._compiled.cache_clear()
+    for key in ("W", "A"):
+        np.testing.assert_array_equal(other[key], drawn[key], err_msg=key)
+    np.testing.assert_allclose(other["XYZ"], drawn["XYZ"], atol=1e-6)
+    np.testing.assert_allclose(other["L"], drawn["L"], atol=1e-5)
+
+
 def test_reported_logp_is_the_models_likelihood(tiny_checkpoint, drawn):
     lp = logp_fn(tiny_checkpoint.config)(tiny_checkpoint.params, *(jnp.asarray(drawn[k]) for k in ("G", "L", "XYZ", "A", "W")))
     for part in ("w", "a", "xyz", "l"):
