@@ -38,7 +38,9 @@ COLUMNS: dict[str, Column] = {
     "hull_elements_only": Column("Elements-only hull", help="the reference holds only elemental phases in this chemical system (E_hull = E_form)"),
     "band_gap_ev": Column("E_g (eV)", "%.2f", "band gap predicted by MEGNet (PBE fidelity)"),
     "eps_elec": Column("ε_elec", "%.2f", "electronic dielectric constant (dimensionless)"),
+    "eps_elec_std": Column("± ε_elec", "%.2f", "calibrated 1σ of ε_elec from the dielectric model's ensemble (bench/uncertainty.md)"),
     "fom_ev": Column("FoM ε·E_g (eV)", "%.2f", "figure of merit: ε_elec × E_g"),
+    "fom_ev_std": Column("± FoM (eV)", "%.2f", "1σ of the figure of merit propagated from ε_elec's σ (E_g's error not included)"),
     "struct_valid": Column("Struct. valid", help="all interatomic distances ≥ 0.5 Å"),
     "comp_valid": Column("Comp. valid", help="charge-neutral by SMACT"),
     "relaxed": Column("Relaxed", help="relaxed with the MLIP before hull and properties"),
@@ -58,8 +60,8 @@ COLUMNS: dict[str, Column] = {
 
 SAMPLE_VIEW = ("id", "formula", "spacegroup_label", "nsites", "logp", "token_string", "build_error")
 SCORE_VIEW = ("id", "source", "formula", "status", "spacegroup_found", "nsites", "energy_per_atom", "e_form_per_atom",
-              "e_above_hull", "band_gap_ev", "eps_elec", "fom_ev", "struct_valid", "comp_valid", "unique", "novel",
-              "relax_steps", "rmsd_relaxed")
+              "e_above_hull", "band_gap_ev", "eps_elec", "eps_elec_std", "fom_ev", "fom_ev_std", "struct_valid",
+              "comp_valid", "unique", "novel", "relax_steps", "rmsd_relaxed")
 
 
 def label(column: str) -> str:
