@@ -18,13 +18,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from disk; a hub loo
 import streamlit as st  # noqa: E402
 
 from app.navigation import pages  # noqa: E402
+from app.state import keep_widget_values  # noqa: E402
 from app.runtime import enable_compilation_cache  # noqa: E402
 from app.widgets import sidebar_checkpoint  # noqa: E402
 
-st.set_page_config(page_title="CrystalFormer-RL Explorer", page_icon="💎", layout="wide",
+st.set_page_config(page_title="CrystalFormer-RL Explorer", page_icon=":material/diamond:", layout="wide",
                    menu_items={"About": "CrystalFormer-RL Explorer: generate crystals by space group with "
                                         "CrystalFormer, score them with ML potentials, explore and shortlist."})
 enable_compilation_cache()
+keep_widget_values()
 st.logo(str(ROOT / "app" / "logo.svg"), size="large")
 navigation = st.navigation(pages(), position="sidebar")
 sidebar_checkpoint()

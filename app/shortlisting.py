@@ -121,11 +121,11 @@ def add_form(entry, row: Mapping[str, Any], key: str) -> None:
         new_id = store().add(entry.structure, properties=properties_of(row, entry.structure), source=entry.source,
                              token_string=entry.token_string, notes=notes, tags=tags)
     except DuplicateEntryError as exc:
-        st.info(f"Already kept: {exc}", icon="🔖")
+        st.info(f"Already kept: {exc}", icon=":material/bookmark:")
     except Exception as exc:  # noqa: BLE001
         show_error(exc, "cannot add to the shortlist")
     else:
-        st.success(f"Added {entry.formula} to the shortlist as #{new_id}.", icon="🔖")
+        st.success(f"Added {entry.formula} to the shortlist as #{new_id}.", icon=":material/bookmark:")
 
 
 def editable_frame(listing: pd.DataFrame) -> pd.DataFrame:

@@ -51,7 +51,7 @@ def error_text(exc: BaseException, context: str = "") -> tuple[str, str]:
 
 def show_error(exc: BaseException, context: str = "") -> None:
     level, text = error_text(exc, context)
-    (st.warning if level == "warning" else st.error)(text, icon="⚠️" if level == "warning" else "🚫")
+    (st.warning if level == "warning" else st.error)(text, icon=":material/warning:" if level == "warning" else ":material/error:")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,6 +62,7 @@ def checkpoint_picker(key: str, label: str = "Checkpoint", default: str | tuple[
     """Shipped / fine-tuned checkpoints, or a typed path (official .pkl + optional config JSON).
 
     ``default``: a checkpoint name, or names in order of preference (the first one present is chosen).
+    The choice and typed paths survive page switches (``state.kept``).
     """
     box = container or st
     refs = ck.find_checkpoints()
@@ -69,14 +70,14 @@ def checkpoint_picker(key: str, label: str = "Checkpoint", default: str | tuple[
     names = [r.name for r in refs]
     preferred = [default] if isinstance(default, str) or default is None else list(default)
     index = next((names.index(d) for d in preferred if d in names), 0)
-    choice = box.selectbox(label, options, index=index, key=f"{key}-choice",
+    choice = box.selectbox(label, options, index=index, key=state.kept(f"{key}-choice"),
                            help=f"Folders with params.npz or a .pkl under {ck.settings.checkpoints_dir()} "
                                 f"or {ck.finetuned_dir()}")
     if choice != OTHER_PATH:
         return refs[options.index(choice)]
-    path = box.text_input("Checkpoint path", key=f"{key}-path", placeholder="/path/to/epoch_005500.pkl or folder",
+    path = box.text_input("Checkpoint path", key=state.kept(f"{key}-path"), placeholder="/path/to/epoch_005500.pkl or folder",
                           help="Our folder format (config.json + params.npz) or an official CrystalFormer .pkl")
-    config = box.text_input("Config JSON (official .pkl only, optional)", key=f"{key}-config",
+    config = box.text_input("Config JSON (official .pkl only, optional)", key=state.kept(f"{key}-config"),
                             help="Hyperparameters of the pickle; empty = the paper's (16 layers, 16 heads)")
     if not path.strip():
         box.info("Enter the path of a checkpoint folder or .pkl file.")
@@ -140,11 +141,18 @@ def parse_spacegroup_option(option: str) -> int | str:
     return "train" if option == TRAINING else int(option.split()[0])
 
 
-def spacegroup_picker(key: str, default: int = 225, allow_training: bool = True, container=None) -> int | str:
+def spacegroup_picker(key: str, default: int | str = 225, allow_training: bool = True, container=None) -> int | str:
+    """A space group 1–230, or 'train' (each sample's group drawn from the training data).
+
+    ``default``: a number or 'train' (without ``allow_training``, 'train' falls back to 225). The
+    choice survives page switches (``state.kept``).
+    """
     box = container or st
     options = spacegroup_options() if allow_training else spacegroup_options()[1:]
-    index = options.index(next(o for o in options if o.split()[0] == str(default)))
-    choice = box.selectbox("Space group", options, index=index, key=key,
+    wanted = TRAINING if default == "train" else str(default)
+    index = next((k for k, o in enumerate(options) if o == wanted or o.split()[0] == wanted),
+                 options.index(spacegroup_options()[225]))
+    choice = box.selectbox("Space group", options, index=index, key=state.kept(key),
                            help="Number, Hermann–Mauguin symbol and crystal system; type to search. "
                                 "“training distribution” draws each sample's space group from the "
                                 "checkpoint's training data.")
@@ -170,22 +178,22 @@ def score_settings_form(key: str = "score", container=None):
     names = scoring.mlip_names()
     c1, c2, c3, c4 = box.columns([1.2, 0.8, 1.4, 1.6])
     mlip = c1.selectbox("Interatomic potential", names,
-                        index=names.index(current.mlip) if current.mlip in names else 0, key=f"{key}-mlip",
+                        index=names.index(current.mlip) if current.mlip in names else 0, key=state.kept(f"{key}-mlip"),
                         help="Energies for E_hull; m3gnet is trained on Materials Project energies (MP2020-compatible)")
-    relax = c2.toggle("Relax first", value=current.relax, key=f"{key}-relax",
+    relax = c2.toggle("Relax first", value=current.relax, key=state.kept(f"{key}-relax"),
                       help="FIRE + cell filter, fmax 0.1 eV/Å, ≤ 500 steps; slower (rows arrive one by one)")
     hull_options = list(scoring.hull_kinds()) + ["entries file…", "none"]
     hull_now = current.hull if current.hull in hull_options else "entries file…"
-    hull = c3.selectbox("Hull reference", hull_options, index=hull_options.index(hull_now), key=f"{key}-hull",
+    hull = c3.selectbox("Hull reference", hull_options, index=hull_options.index(hull_now), key=state.kept(f"{key}-hull"),
                         help="bundled: MP structures + elements computed with the same MLIP (offline); "
                              "mp-api: Materials Project (needs MP_API_KEY); or a pymatgen entries JSON")
     if hull == "entries file…":
         hull = c3.text_input("Entries file", value=current.hull if hull_now == "entries file…" else "",
-                             key=f"{key}-hull-path", placeholder="../shared/data/hulls/Li-Co-Ni-O.json.gz").strip() or "none"
+                             key=state.kept(f"{key}-hull-path"), placeholder="../shared/data/hulls/Li-Co-Ni-O.json.gz").strip() or "none"
     novelty_keys = list(scoring.NOVELTY_KINDS)
     novelty = c4.selectbox("Novelty against", novelty_keys, format_func=scoring.NOVELTY_KINDS.get,
                            index=novelty_keys.index(current.novelty) if current.novelty in novelty_keys else 0,
-                           key=f"{key}-novelty", disabled=not scoring.training_set_available())
+                           key=state.kept(f"{key}-novelty"), disabled=not scoring.training_set_available())
     settings = current.with_(mlip=mlip, relax=relax, hull=hull, novelty=novelty)
     state.put(state.SCORE_SETTINGS, settings)
     return settings
@@ -209,7 +217,7 @@ def start_scoring(targets, settings, job_name: str = state.WORK) -> Job | None:
 
     missing = scoring.scoring_unavailable()
     if missing:
-        st.error(missing, icon="🚫")
+        st.error(missing, icon=":material/error:")
         return None
     if not any(ids for _, ids in targets):
         st.info("Nothing to score: every structure already has a score row (or none could be built).")
@@ -234,13 +242,13 @@ def job_progress(job: Job | None, *, label: str, on_finish: Callable[[], None] |
         fraction = (job.done / total) if total else (1.0 if not job.running else 0.0)
         st.progress(min(1.0, fraction), text=f"{label}: {job.status_line()}")
         for note in job.notes:
-            st.warning(note, icon="⚠️")
+            st.warning(note, icon=":material/warning:")
         if job.running and stoppable:
             if st.button("Stop", key=f"{key}-stop", type="secondary", icon=":material/stop_circle:"):
                 job.stop()
                 st.toast("Stopping after the current batch…")
         elif job.error:
-            st.error(f"{label} ended with an error: {job.error}", icon="🚫")
+            st.error(f"{label} ended with an error: {job.error}", icon=":material/error:")
         seen = state.get(f"{key}-seen")
         status = (job.running, job.done, job.phase)
         state.put(f"{key}-seen", status)

@@ -17,9 +17,9 @@ with st.form("compare-form"):
     ref_b = widgets.checkpoint_picker("cmp-b", "Model B", default=("rl-fom", "rl-ehull", *[r.name for r in find_checkpoints()][1:2]), container=c2)
     d1, d2, d3, d4 = st.columns([2.2, 1, 1, 1])
     spacegroup = widgets.spacegroup_picker("cmp-sg", default=225, container=d1)
-    num = d2.number_input("Samples per model", 2, 1000, 100, step=10, key="cmp-num")
-    temperature = d3.number_input("Temperature", 0.1, 3.0, 1.0, step=0.1, key="cmp-temp", format="%.2f")
-    seed = d4.number_input("Seed", 0, 2**31 - 1, 0, key="cmp-seed")
+    num = d2.number_input("Samples per model", 2, 1000, 100, step=10, key=state.kept("cmp-num"))
+    temperature = d3.number_input("Temperature", 0.1, 3.0, 1.0, step=0.1, key=state.kept("cmp-temp"), format="%.2f")
+    seed = d4.number_input("Seed", 0, 2**31 - 1, 0, key=state.kept("cmp-seed"))
     st.caption(f"Scoring uses the Score page settings: {state.score_settings().describe()}.")
     run = st.form_submit_button("Run comparison", type="primary", icon=":material/compare:")
 
@@ -30,7 +30,7 @@ if run:
         settings, notes = scoring.effective(state.score_settings())
         missing = scoring.scoring_unavailable()
         if missing:
-            st.warning(f"{missing} Only the samples are compared.", icon="⚠️")
+            st.warning(f"{missing} Only the samples are compared.", icon=":material/warning:")
         arms = {label: Pool() for label in arm_labels(loaded[0].name, loaded[1].name)}
         job = widgets.launch("compare", lambda: start_comparison(arms, loaded, request, None if missing else settings),
                              notes, "compare")

@@ -23,15 +23,15 @@ if counts(frame)["scored"] == 0:
         link("score", "Score")
     st.stop()
 
-f1, f2, f3, f4, f5 = st.columns([2.2, 1.5, 1, 1.1, 1.1])
-limit = f1.slider("Show E_hull ≤ (eV/atom)", 0.0, 1.0, 1.0, 0.01, key="explore-ehull",
+f1, f2, f3, f4, f5 = st.columns([1.9, 1.5, 1.1, 1.1, 1.1])
+limit = f1.slider("Show E_hull ≤ (eV/atom)", 0.0, 1.0, 1.0, 0.01, key=state.kept("explore-ehull"),
                   help="1.0 shows everything; the paper counts < 0.1 eV/atom as stable")
-keep_missing = f2.toggle("Rows without E_hull", value=True, key="explore-missing",
+keep_missing = f2.toggle("Rows without E_hull", value=True, key=state.kept("explore-missing"),
                          help="keep structures whose E_hull could not be computed (grey points)")
-valid_only = f3.toggle("Valid only", value=False, key="explore-valid", help="structure and composition valid")
-unique_only = f4.toggle("Unique only", value=False, key="explore-unique")
+valid_only = f3.toggle("Valid only", value=False, key=state.kept("explore-valid"), help="structure and composition valid")
+unique_only = f4.toggle("Unique only", value=False, key=state.kept("explore-unique"))
 novel_known = has_novelty(frame)
-novel_only = f5.toggle("Novel only", value=False, key="explore-novel", disabled=not novel_known,
+novel_only = f5.toggle("Novel only", value=False, key=state.kept("explore-novel"), disabled=not novel_known,
                        help="needs a novelty reference (Score page)" if not novel_known else "not in the training set")
 filters = Filters(None if limit >= 1.0 else limit, keep_missing, valid_only, unique_only, novel_only and novel_known)
 shown = apply_filters(frame, filters)
@@ -67,7 +67,7 @@ with right:
     front = tables.view(pareto_table(shown), ("formula", "band_gap_ev", "eps_elec", "fom_ev"))
     st.dataframe(front, hide_index=True, width="stretch", column_config=tables.column_config(front.columns),
                  height=min(320, 38 + 35 * len(front)))
-    st.number_input("Colour scale top (eV/atom)", 0.05, 2.0, 0.4, 0.05, key="explore-cmax")
+    st.number_input("Colour scale top (eV/atom)", 0.05, 2.0, 0.4, 0.05, key=state.kept("explore-cmax"))
 
 labels = {int(r["id"]): choice_label(r) for _, r in shown.iterrows()}
 pick = st.selectbox("Structure", ids, format_func=labels.get, key="explore-pick",

@@ -6,6 +6,7 @@ import streamlit as st
 from app import finetune, state, widgets
 from app.checkpoints import CheckpointRef
 from app.jobs import Job
+from app.plots import ppo_figure
 from core.errors import InvalidInputError
 
 widgets.page_header("Fine-tune", "Reinforcement fine-tuning (PPO with a KL penalty to the starting model) for a few "
@@ -34,8 +35,7 @@ with st.form("ft-form"):
     tau = c4.number_input("τ (KL weight)", 0.0, 10.0, last.tau if run else None, step=0.1, key="ft-tau", format="%.2f",
                           placeholder="paper: 0.1 / 2", help="empty: the paper's value (0.1 for −E_hull, 2 for FoM)")
     d1, d2, d3, d4 = st.columns([2, 1, 1, 1])
-    spacegroup = widgets.spacegroup_picker("ft-sg", default=last.spacegroup if last.spacegroup != "train" else 225,
-                                           container=d1)
+    spacegroup = widgets.spacegroup_picker("ft-sg", default=last.spacegroup, container=d1)
     lr = d2.number_input("Learning rate", 1e-6, 1e-2, last.lr, format="%.0e", key="ft-lr")
     seed = d3.number_input("Seed", 0, 10_000, last.seed, key="ft-seed")
     name = d4.text_input("Save as", key="ft-name", placeholder="automatic")
@@ -85,7 +85,7 @@ else:
                          rerun_on_progress_s=0.5)
     history = run.get("history", []) + list(job.items)
     if history:
-        st.plotly_chart(finetune.curves(history), width="stretch", key="ft-curves")
+        st.plotly_chart(ppo_figure(history), width="stretch", key="ft-curves")
         percent = st.column_config.NumberColumn(format="percent")
         st.dataframe(finetune.log_table(history), width="stretch", hide_index=True, height=min(400, 38 + 35 * len(history)),
                      column_config={finetune.LOG_COLUMNS[c]: percent for c in finetune.FRACTION_COLUMNS})

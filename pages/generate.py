@@ -15,8 +15,7 @@ pool = state.pool()
 last = pool.generation.get("request") or GenerateRequest()
 with st.form("generate-form", border=True):
     c1, c2, c3, c4 = st.columns([2.2, 1, 1, 1])
-    spacegroup = widgets.spacegroup_picker("gen-sg", default=last.spacegroup if last.spacegroup != "train" else 225,
-                                           container=c1)
+    spacegroup = widgets.spacegroup_picker("gen-sg", default=last.spacegroup, container=c1)
     num = c2.number_input("Samples", 1, 1000, int(last.num), step=10, key="gen-num")
     temperature = c3.number_input("Temperature", 0.1, 3.0, float(last.temperature), step=0.1, key="gen-temp",
                                   format="%.2f", help="1 samples the model's own distribution; lower is more conservative")

@@ -33,7 +33,7 @@ st.markdown("The model reads the sequence left to right and, at each step, gives
             "continuous (the model gives a density). The crystal's log-likelihood is the sum of the logs.")
 ref = state.checkpoint_ref()
 b1, b2, _ = st.columns([1, 1, 3])
-seed = b1.number_input("Seed", 0, 10_000, 0, key="learn-seed")
+seed = b1.number_input("Seed", 0, 10_000, 0, key=state.kept("learn-seed"))
 if b2.button("Write one crystal", type="primary", key="learn-one", icon=":material/edit:"):
     checkpoint = widgets.load_checkpoint(ref)
     if checkpoint is not None:
@@ -79,8 +79,8 @@ st.header("3 · Temperature", divider="gray")
 st.markdown("Sampling at temperature T divides the logits by T: T < 1 sharpens the distribution (more typical, "
             "less varied crystals), T > 1 flattens it (more varied, more often implausible).")
 t1, t2, t3 = st.columns([2, 1, 1])
-temps = t1.multiselect("Temperatures", [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], default=[0.5, 1.0, 1.5], key="learn-temps")
-per_t = t2.number_input("Samples per temperature", 4, 200, 20, key="learn-per-t")
+temps = t1.multiselect("Temperatures", [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], default=[0.5, 1.0, 1.5], key=state.kept("learn-temps"))
+per_t = t2.number_input("Samples per temperature", 4, 200, 20, key=state.kept("learn-per-t"))
 if t3.button("Sample", key="learn-temp-run", disabled=not temps):
     checkpoint = widgets.load_checkpoint(ref)
     if checkpoint is not None:

@@ -30,9 +30,9 @@ with st.expander("Add your own structures (CIF, POSCAR, extxyz, pymatgen JSON)",
         state.put("upload-reports", reports)
         for r in reports:
             if r.added:
-                st.success(f"{r.name}: {r.added} structure(s) added", icon="✅")
+                st.success(f"{r.name}: {r.added} structure(s) added", icon=":material/check_circle:")
             for e in r.errors:
-                st.warning(f"{r.name}: {e}", icon="⚠️")
+                st.warning(f"{r.name}: {e}", icon=":material/warning:")
 
 frame = pool.scored_frame()
 n = counts(frame)

@@ -127,6 +127,47 @@ def test_widget_changes_and_page_switches_keep_results_without_recomputing(env):
     assert len(at.dataframe[0].value) == 4
 
 
+def test_settings_of_compare_score_learn_and_explore_survive_page_switches(env):
+    at = start("compare", {"pool": scored_pool([nacl(), cscl()])})
+    hexagonal = next(o for o in at.selectbox(key="cmp-sg").options if o.startswith("194 "))
+    at.selectbox(key="cmp-sg").set_value(hexagonal)
+    at.number_input(key="cmp-num").set_value(3)
+    at.selectbox(key="cmp-b-choice").set_value("base")
+    button(at, "Run comparison").click().run()                            # a form's values count once submitted
+    finish(at, "compare")
+    at.switch_page("../pages/score.py").run()
+    at.toggle(key="score-relax").set_value(True).run()
+    at.switch_page("../pages/learn.py").run()
+    at.number_input(key="learn-seed").set_value(7)
+    at.multiselect(key="learn-temps").set_value([2.0]).run()
+    at.switch_page("../pages/explore.py").run()
+    at.toggle(key="explore-valid").set_value(True)
+    at.slider(key="explore-ehull").set_value(0.05)
+    at.number_input(key="explore-cmax").set_value(0.2).run()
+    for page in ("generate", "compare", "score", "learn", "explore"):   # every value above was dropped once
+        at.switch_page(f"../pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+    assert (at.toggle(key="explore-valid").value, at.slider(key="explore-ehull").value,
+            at.number_input(key="explore-cmax").value) == (True, 0.05, 0.2)
+    at.switch_page("../pages/learn.py").run()
+    assert (at.number_input(key="learn-seed").value, at.multiselect(key="learn-temps").value) == (7, [2.0])
+    at.switch_page("../pages/score.py").run()
+    assert at.toggle(key="score-relax").value is True
+    at.switch_page("../pages/compare.py").run()
+    assert (at.selectbox(key="cmp-sg").value, at.number_input(key="cmp-num").value) == (hexagonal, 3)
+    assert at.selectbox(key="cmp-b-choice").value == "base"
+
+
+def test_generate_restores_a_request_for_the_training_distribution(env):
+    from app.generation import GenerateRequest
+
+    pool = Pool()
+    pool.generation = {"request": GenerateRequest("train", num=7)}
+    at = start("generate", {"pool": pool})
+    assert at.selectbox(key="gen-sg").value == "training distribution"
+    assert at.number_input(key="gen-num").value == 7
+
+
 def test_impossible_request_is_explained_and_previous_samples_are_kept(env):
     at = start()
     at.number_input(key="gen-num").set_value(3)
