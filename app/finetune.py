@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import math
 import os
 import re
 import shutil
@@ -117,16 +116,6 @@ def log_table(history: list[dict]):
 
     frame = pd.DataFrame(history)
     return frame[[c for c in LOG_COLUMNS if c in frame]].rename(columns=LOG_COLUMNS)
-
-
-def curves(history: list[dict]):
-    """The per-step curves (``app.plots.ppo_figure``), tall enough that each row's panel titles clear the
-    axis titles above them, with whole-number PPO steps on the x axes."""
-    from app.plots import ppo_figure
-
-    fig = ppo_figure(history, height=560)
-    fig.update_xaxes(tick0=1, dtick=max(1, math.ceil(len(history) / 10)))
-    return fig
 
 
 def ppo_steps(policy, request: FineTuneRequest, *, mlip: str = "m3gnet", hull: str = "bundled",

@@ -6,6 +6,7 @@ return ``plotly.graph_objects.Figure`` objects; they compute nothing scientific 
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -217,21 +218,33 @@ PPO_PANELS = (("reward_mean", "Mean reward r"), ("kl", "KL(p<sub>θ</sub> ‖ p<
               ("valid_fraction", "Buildable fraction"))
 
 
-def ppo_figure(history: Sequence[Mapping], height: int = 460) -> go.Figure:
-    """Per-step PPO curves: reward, KL to the base model, E_hull or FoM, fraction of buildable samples."""
+def ppo_figure(history: Sequence[Mapping], height: int | None = None) -> go.Figure:
+    """Per-step PPO curves: reward, KL to the base model, E_hull or FoM, fraction of buildable samples.
+
+    Two panels per row; ``height`` in px, by default 155 per row plus 150 (460 for four panels). The
+    steps are whole numbers, "PPO step" labels only the bottom panel of each column (so a panel's
+    title never meets the axis title above it), and the buildable fraction runs from 0 to 1.
+    """
     frame = pd.DataFrame(list(history))
     panels = [(k, t) for k, t in PPO_PANELS if k in frame and frame[k].notna().any()] or list(PPO_PANELS[:2])
     cols = 2
     rows = (len(panels) + 1) // cols
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for _, t in panels], vertical_spacing=0.18)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[t for _, t in panels],
+                        vertical_spacing=min(0.3, 0.45 / rows), horizontal_spacing=0.1)
+    x = frame["step"] if "step" in frame else pd.Series(range(1, len(frame) + 1))
+    every = max(1, math.ceil(len(x) / 8))
     for k, (key, _) in enumerate(panels):
         r, c = k // cols + 1, k % cols + 1
         y = frame[key] if key in frame else []
-        x = frame["step"] if "step" in frame else list(range(1, len(frame) + 1))
-        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", showlegend=False,
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", showlegend=False, cliponaxis=False,
                                  line=dict(color=ARM_COLORS[k % len(ARM_COLORS)])), row=r, col=c)
-        fig.update_xaxes(title_text="PPO step", row=r, col=c)
-    return _layout(fig, height)
+        fig.update_xaxes(tickmode="linear", tick0=1, dtick=every, tickformat="d", row=r, col=c,
+                         title_text="PPO step" if k + cols >= len(panels) else None)
+        if key == "valid_fraction":
+            fig.update_yaxes(range=[0, 1], dtick=0.25, row=r, col=c)
+    for annotation in fig.layout.annotations:   # the panel titles, a little smaller than the page text
+        annotation.font.size = 13
+    return _layout(fig, height or 150 + 155 * rows)
 
 
 def temperature_figure(frame: pd.DataFrame, height: int = 340) -> go.Figure:

@@ -25,6 +25,7 @@ COLUMNS: dict[str, Column] = {
     "formula": Column("Formula", help="reduced formula"),
     "spacegroup": Column("SG", "%d", "space group number (generated in; for uploads as found by spglib)"),
     "spacegroup_found": Column("SG found", "%d", "space group of the structure by spglib, tolerance 0.1 Å"),
+    "spacegroup_symbol": Column("Symbol", help="Hermann–Mauguin symbol of the space group"),
     "spacegroup_label": Column("Space group", help="number, Hermann–Mauguin symbol, crystal system"),
     "nsites": Column("Atoms", "%d", "atoms in the cell"),
     "logp": Column("log p (nats)", "%.1f", "log-likelihood of the crystal under the model that generated it"),
@@ -34,17 +35,35 @@ COLUMNS: dict[str, Column] = {
     "energy_per_atom": Column("E (eV/atom)", "%.3f", "energy per atom from the MLIP"),
     "e_form_per_atom": Column("E_form (eV/atom)", "%.3f", "formation energy per atom"),
     "e_above_hull": Column("E_hull (eV/atom)", "%.3f", "energy above the convex hull; < 0.1 eV/atom counts as stable"),
+    "e_above_hull_mean": Column("E_hull committee mean (eV/atom)", "%.3f", "mean E_hull of the MLIP committee (M3GNet, CHGNet, SevenNet)"),
+    "e_above_hull_std": Column("± E_hull (eV/atom)", "%.3f", "calibrated 1σ of E_hull from the MLIP committee's spread (bench/uncertainty.md)"),
+    "e_above_hull_n": Column("Committee members", "%d", "MLIPs of the committee that could score the structure"),
     "hull_reference": Column("Hull reference", help="phases the convex hull was built from"),
     "hull_elements_only": Column("Elements-only hull", help="the reference holds only elemental phases in this chemical system (E_hull = E_form)"),
     "band_gap_ev": Column("E_g (eV)", "%.2f", "band gap predicted by MEGNet (PBE fidelity)"),
     "eps_elec": Column("ε_elec", "%.2f", "electronic dielectric constant (dimensionless)"),
+    "eps_elec_mean": Column("ε_elec ensemble mean", "%.2f", "the dielectric model's prediction, the mean of its ensemble (dimensionless)"),
+    "eps_elec_n": Column("ε_elec members", "%d", "ensemble members behind ε_elec ± σ"),
+    "band_gap_ev_std": Column("± E_g (eV)", "%.2f", "1σ of the band gap (the MEGNet model has no ensemble: 0 unless given)"),
     "eps_elec_std": Column("± ε_elec", "%.2f", "calibrated 1σ of ε_elec from the dielectric model's ensemble (bench/uncertainty.md)"),
     "fom_ev": Column("FoM ε·E_g (eV)", "%.2f", "figure of merit: ε_elec × E_g"),
     "fom_ev_std": Column("± FoM (eV)", "%.2f", "1σ of the figure of merit propagated from ε_elec's σ (E_g's error not included)"),
+    "fom_ev_mean": Column("FoM mean (eV)", "%.2f", "figure of merit from the ensemble means: ε_elec × E_g"),
+    "fom_ev_lcb": Column("FoM − σ (eV)", "%.2f", "lower confidence bound FoM − 1σ: high when a candidate is good and trusted"),
+    "feasibility_failed": Column("Checks failed", "%d", "feasibility checks failed (of 7: charge balance, E_hull, relaxation, "
+                                                        "symmetry, novelty, safe and abundant elements); unknown checks do not count"),
+    "feasibility_notes": Column("Feasibility notes", help="why checks failed or could not be decided"),
+    "feasible_charge_balanced": Column("Charge balanced", help="charge-neutral common oxidation states and Pauling electronegativity test (SMACT)"),
+    "feasible_stable": Column("Stable", help="E_hull ≤ 0.1 eV/atom (the committee mean when assessed)"),
+    "feasible_relaxation_ok": Column("Relaxation OK", help="the MLIP relaxation converged and still matches the generated structure (normalised RMSD ≤ 0.1)"),
+    "feasible_symmetry_kept": Column("Symmetry kept", help="the relaxed (or scored) structure keeps the generated space group (spglib, 0.1 Å)"),
+    "feasible_novel": Column("Novel (check)", help="matches no structure of the training set"),
+    "feasible_safe_elements": Column("Safe elements", help="no radioactive element and none of As, Be, Cd, Hg, Pb, Tl"),
+    "feasible_abundant_elements": Column("Abundant elements", help="none of the elements rarer than 0.1 ppm in the upper crust"),
     "struct_valid": Column("Struct. valid", help="all interatomic distances ≥ 0.5 Å"),
     "comp_valid": Column("Comp. valid", help="charge-neutral by SMACT"),
     "relaxed": Column("Relaxed", help="relaxed with the MLIP before hull and properties"),
-    "relax_steps": Column("Relax steps", "%d"),
+    "relax_steps": Column("Relax steps", "%d", "FIRE steps the MLIP relaxation took (at most 500)"),
     "relax_converged": Column("Converged", help="max force below 0.1 eV/Å"),
     "match_relaxed": Column("Matches relaxed", help="StructureMatcher(stol 0.5, angle_tol 10°, ltol 0.3)"),
     "rmsd_relaxed": Column("RMSD (norm.)", "%.3f", "RMS displacement to the relaxed structure / (V/N)^⅓"),
@@ -53,7 +72,7 @@ COLUMNS: dict[str, Column] = {
     "error": Column("Error", help="what went wrong scoring this structure"),
     "scored": Column("Scored"),
     "status": Column("Status", help="scored, queued, the scoring error, or why the sample is not a structure"),
-    "added_at": Column("Added"),
+    "added_at": Column("Added", help="when it was put on the shortlist (UTC)"),
     "notes": Column("Notes"),
     "tags": Column("Tags"),
 }
@@ -95,7 +114,7 @@ def column_config(columns) -> dict:
         if spec.fmt is not None:
             config[c] = st.column_config.NumberColumn(spec.label, format=spec.fmt, help=spec.help or None)
         elif c in ("struct_valid", "comp_valid", "relaxed", "relax_converged", "match_relaxed", "novel", "unique",
-                   "scored", "hull_elements_only"):
+                   "scored", "hull_elements_only") or c.startswith("feasible_"):
             config[c] = st.column_config.CheckboxColumn(spec.label, help=spec.help or None)
         elif c == "token_string":
             config[c] = st.column_config.TextColumn(spec.label, help=spec.help, width="large")

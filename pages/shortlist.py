@@ -28,14 +28,13 @@ config = tables.column_config(table.columns)
 config["select"] = st.column_config.CheckboxColumn("Select", help="rows to export or remove")
 config["notes"] = st.column_config.TextColumn("Notes", width="large")
 config["tags"] = st.column_config.TextColumn("Tags", help="comma-separated")
-config["spacegroup_symbol"] = st.column_config.TextColumn("Symbol")
 edited = st.data_editor(table, key="shortlist-editor", hide_index=True, width="stretch", column_config=config,
                         disabled=[c for c in table.columns if c not in ("select", "notes", "tags")])
 chosen = [int(i) for i in edited.loc[edited["select"], "id"]]
 scope = chosen or [int(i) for i in listing["id"]]
 scope_text = f"{len(chosen)} selected" if chosen else f"all {len(scope)}"
 
-c1, c2, c3, c4, c5 = st.columns(5)
+c1, c2, c3, c4, c5 = st.columns([1.35, 1.25, 1.05, 0.85, 1.2])   # widths follow the labels
 changes = shortlisting.edits(table, edited)
 if c1.button(f"Save notes & tags ({len(changes)})", disabled=not changes, type="primary", key="shortlist-save"):
     for entry_id, notes, tags in changes:
@@ -56,10 +55,10 @@ try:
                        mime="application/zip", key="shortlist-zip", icon=":material/download:")
     c4.download_button(f"CSV ({scope_text})", properties_csv(listing[listing["id"].isin(scope)]),
                        file_name="shortlist.csv", mime="text/csv", key="shortlist-csv", icon=":material/download:")
-    c5.download_button(f"DFT input sets (zip, {scope_text})", lambda: shortlisting.dft_inputs_zip(store, scope),
+    c5.download_button(f"DFT inputs ({scope_text})", lambda: shortlisting.dft_inputs_zip(store, scope),
                        file_name="shortlist-dft-inputs.zip", mime="application/zip", key="shortlist-dft",
                        icon=":material/download:",
-                       help="pymatgen Materials Project input sets per candidate: relaxation, static and DFPT "
+                       help="a zip of pymatgen Materials Project input sets per candidate: relaxation, static and DFPT "
                             "dielectric runs (INCAR, KPOINTS, POSCAR, POTCAR.spec) and a summary CSV")
 except Exception as exc:  # noqa: BLE001
     widgets.show_error(exc, "cannot export")

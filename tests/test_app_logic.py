@@ -196,6 +196,44 @@ def test_every_physical_column_header_carries_a_unit():
     assert tables.format_value("struct_valid", True) == "yes"
 
 
+def test_every_column_a_user_sees_has_a_readable_header_and_energies_carry_units():
+    from core.scoring.feasibility import CHECKS
+    from core.scoring.uncertainty import UNCERTAIN_COLUMNS
+
+    shown = (set(tables.SCORE_VIEW) | set(tables.SAMPLE_VIEW) | set(shortlisting.SHOWN) | set(UNCERTAIN_COLUMNS)
+             | {f"feasible_{c}" for c in CHECKS} | {"feasibility_failed", "feasibility_notes"})
+    for column in shown:
+        header = tables.label(column)
+        assert column in tables.COLUMNS and "_" not in header.replace("E_", "").replace("ε_", ""), (column, header)
+        if column.endswith(("_ev", "_ev_std", "_ev_lcb", "_ev_mean")):
+            assert header.endswith("(eV)"), (column, header)
+        if column.startswith("e_above_hull") and not column.endswith("_n"):
+            assert header.endswith("(eV/atom)"), (column, header)
+        assert tables.COLUMNS[column].help or column in ("formula", "notes", "tags", "added_at"), column
+    config = tables.column_config(["feasibility_failed", "feasible_stable"])
+    assert config["feasibility_failed"]["label"] == "Checks failed"
+    assert config["feasible_stable"]["type_config"]["type"] == "checkbox"
+
+
+def test_ppo_curves_have_whole_steps_a_0_to_1_fraction_and_titles_clear_of_axis_titles():
+    from app.plots import ppo_figure
+
+    history = [{"step": k, "reward_mean": -0.1 * k, "kl": 0.01 * k, "e_hull_mean": 0.3, "valid_fraction": 1.0}
+               for k in (1, 2, 3)]
+    fig = ppo_figure(history)
+    assert fig.layout.height == 460                                   # two rows of two panels
+    axes = [fig.layout[a] for a in ("xaxis", "xaxis2", "xaxis3", "xaxis4")]
+    assert all(a.tickmode == "linear" and a.dtick == 1 and a.tick0 == 1 for a in axes)   # steps 1, 2, 3
+    assert [a.title.text for a in axes] == [None, None, "PPO step", "PPO step"]      # only under the bottom row
+    assert tuple(fig.layout.yaxis4.range) == (0, 1)                   # buildable fraction
+    assert [a.text for a in fig.layout.annotations][3] == "Buildable fraction"
+    top_row_bottom = fig.layout.yaxis.domain[0]
+    title_row2 = fig.layout.annotations[2].y                           # sits above the second row's plot
+    assert title_row2 < top_row_bottom - 0.08                          # a gap for the tick labels above it
+    many = ppo_figure([{"step": k, "reward_mean": 0.0, "kl": 0.0} for k in range(1, 41)])
+    assert many.layout.xaxis.dtick == 5 and many.layout.height == 305  # ≤ 8 whole-number ticks, one row
+
+
 def test_view_drops_empty_columns_and_keeps_order():
     f = pd.DataFrame({"formula": ["A"], "relax_steps": [None], "fom_ev": [1.0], "id": [0]})
     assert list(tables.view(f, ("id", "formula", "relax_steps", "fom_ev", "absent")).columns) == ["id", "formula", "fom_ev"]

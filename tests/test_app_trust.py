@@ -78,7 +78,7 @@ def test_shortlist_page_assesses_and_offers_dft_inputs(app_data):
     at.switch_page("../pages/shortlist.py").run()
     assert not at.exception, [e.value for e in at.exception]
     labels = [b.label for b in at.get("download_button")]
-    assert any(label.startswith("DFT input sets (zip, all 2)") for label in labels)
+    assert any(label.startswith("DFT inputs (all 2)") for label in labels)
     assert any("Feasibility" in m.value for m in at.markdown)                 # badges in the detail panel
     next(b for b in at.button if b.label.startswith("Assess all 2")).click().run()
     assert not at.exception, [e.value for e in at.exception]
