@@ -189,7 +189,11 @@ def ehull_histogram(frames: Mapping[str, pd.DataFrame], *, x_max: float = 0.4, b
                                    marker_color=ARM_COLORS[k % len(ARM_COLORS)]))
     fig.add_vline(x=threshold, line=dict(color="#d62728", dash="dash", width=2),
                   annotation_text=f"{threshold:g} eV/atom", annotation_position="top right")
-    fig.update_xaxes(title=EHULL_LABEL, range=[lo, x_max])
+    ticks = np.round(np.arange(math.ceil(lo / 0.1) * 0.1, x_max + 1e-9, 0.1), 3)
+    labels = [f"{t:g}" for t in ticks]
+    if len(labels) and ticks[-1] == round(x_max, 3):
+        labels[-1] = f"≥ {x_max:g}"                       # the last bin holds everything above x_max
+    fig.update_xaxes(title=EHULL_LABEL, range=[lo, x_max], tickvals=ticks, ticktext=labels)
     fig.update_yaxes(title="Fraction of structures")
     return _layout(fig, height, barmode="overlay")
 

@@ -256,6 +256,7 @@ def test_pareto_figure_places_points_front_and_iso_lines():
     assert "eV" in fig.layout.xaxis.title.text and "ε" in fig.layout.yaxis.title.text
     hist = ehull_histogram({"base": f, "rl": f})
     assert hist.layout.xaxis.title.text.endswith("(eV/atom)") and len(hist.data) == 2
+    assert hist.layout.xaxis.ticktext[-1] == "≥ 0.4"                     # the last bin holds everything above
     assert {t.name for t in compare_plane_figure({"base": f, "rl": f}).data} >= {"base", "rl"}
 
 
