@@ -51,7 +51,10 @@ def error_text(exc: BaseException, context: str = "") -> tuple[str, str]:
 
 def show_error(exc: BaseException, context: str = "") -> None:
     level, text = error_text(exc, context)
-    (st.warning if level == "warning" else st.error)(text, icon=":material/warning:" if level == "warning" else ":material/error:")
+    if level == "warning":
+        st.warning(text, icon=":material/warning:")
+    else:
+        st.error(text, icon=":material/error:")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,7 +78,8 @@ def checkpoint_picker(key: str, label: str = "Checkpoint", default: str | tuple[
                                 f"or {ck.finetuned_dir()}")
     if choice != OTHER_PATH:
         return refs[options.index(choice)]
-    path = box.text_input("Checkpoint path", key=state.kept(f"{key}-path"), placeholder="/path/to/epoch_005500.pkl or folder",
+    path = box.text_input("Checkpoint path", key=state.kept(f"{key}-path"),
+                          placeholder="/path/to/epoch_005500.pkl or folder",
                           help="Our folder format (config.json + params.npz) or an official CrystalFormer .pkl")
     config = box.text_input("Config JSON (official .pkl only, optional)", key=state.kept(f"{key}-config"),
                             help="Hyperparameters of the pickle; empty = the paper's (16 layers, 16 heads)")
@@ -184,12 +188,14 @@ def score_settings_form(key: str = "score", container=None):
                       help="FIRE + cell filter, fmax 0.1 eV/Å, ≤ 500 steps; slower (rows arrive one by one)")
     hull_options = list(scoring.hull_kinds()) + ["entries file…", "none"]
     hull_now = current.hull if current.hull in hull_options else "entries file…"
-    hull = c3.selectbox("Hull reference", hull_options, index=hull_options.index(hull_now), key=state.kept(f"{key}-hull"),
+    hull = c3.selectbox("Hull reference", hull_options, index=hull_options.index(hull_now),
+                        key=state.kept(f"{key}-hull"),
                         help="bundled: MP structures + elements computed with the same MLIP (offline); "
                              "mp-api: Materials Project (needs MP_API_KEY); or a pymatgen entries JSON")
     if hull == "entries file…":
         hull = c3.text_input("Entries file", value=current.hull if hull_now == "entries file…" else "",
-                             key=state.kept(f"{key}-hull-path"), placeholder="../shared/data/hulls/Li-Co-Ni-O.json.gz").strip() or "none"
+                             key=state.kept(f"{key}-hull-path"),
+                             placeholder="../shared/data/hulls/Li-Co-Ni-O.json.gz").strip() or "none"
     novelty_keys = list(scoring.NOVELTY_KINDS)
     novelty = c4.selectbox("Novelty against", novelty_keys, format_func=scoring.NOVELTY_KINDS.get,
                            index=novelty_keys.index(current.novelty) if current.novelty in novelty_keys else 0,

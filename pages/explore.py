@@ -28,7 +28,8 @@ limit = f1.slider("Show E_hull ≤ (eV/atom)", 0.0, 1.0, 1.0, 0.01, key=state.ke
                   help="1.0 shows everything; the paper counts < 0.1 eV/atom as stable")
 keep_missing = f2.toggle("Rows without E_hull", value=True, key=state.kept("explore-missing"),
                          help="keep structures whose E_hull could not be computed (grey points)")
-valid_only = f3.toggle("Valid only", value=False, key=state.kept("explore-valid"), help="structure and composition valid")
+valid_only = f3.toggle("Valid only", value=False, key=state.kept("explore-valid"),
+                       help="structure and composition valid")
 unique_only = f4.toggle("Unique only", value=False, key=state.kept("explore-unique"))
 novel_known = has_novelty(frame)
 novel_only = f5.toggle("Novel only", value=False, key=state.kept("explore-novel"), disabled=not novel_known,

@@ -79,7 +79,8 @@ st.header("3 · Temperature", divider="gray")
 st.markdown("Sampling at temperature T divides the logits by T: T < 1 sharpens the distribution (more typical, "
             "less varied crystals), T > 1 flattens it (more varied, more often implausible).")
 t1, t2, t3 = st.columns([2, 1, 1])
-temps = t1.multiselect("Temperatures", [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], default=[0.5, 1.0, 1.5], key=state.kept("learn-temps"))
+temps = t1.multiselect("Temperatures", [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], default=[0.5, 1.0, 1.5],
+                       key=state.kept("learn-temps"))
 per_t = t2.number_input("Samples per temperature", 4, 200, 20, key=state.kept("learn-per-t"))
 if t3.button("Sample", key="learn-temp-run", disabled=not temps):
     checkpoint = widgets.load_checkpoint(ref)
