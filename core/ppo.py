@@ -36,6 +36,7 @@ from core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from core.config import ModelConfig
 from core.data import ARRAY_KEYS
 from core.errors import InvalidInputError
+from core.scoring.mlip import DEFAULT_MLIP
 from core.logp import batched_logp, log_prob
 from core.sampler import element_mask, resolve_spacegroups, sample_arrays, samples_from_arrays
 
@@ -207,7 +208,7 @@ FOM_INVALID_VALUE = 0.0        # eV: an unscorable sample has no figure of merit
 class EhullReward:
     """r(x) = −E_hull(x) in eV/atom from an MLIP and a hull reference (clipped to EHULL_CLIP)."""
 
-    def __init__(self, mlip: str = "m3gnet", hull: str = "bundled", relax: bool = False, device: str | None = None):
+    def __init__(self, mlip: str = DEFAULT_MLIP, hull: str = "bundled", relax: bool = False, device: str | None = None):
         self.mlip, self.hull, self.relax, self.device = mlip, hull, relax, device
 
     def __call__(self, structures):

@@ -13,6 +13,7 @@ from pymatgen.core import Lattice, Structure
 
 from core.errors import ScoringError
 from core.scoring import hull, pipeline
+from core.scoring.mlip import DEFAULT_MLIP
 from core.scoring.pipeline import COLUMNS, input_problem, score, score_iter
 from scoring_doubles import FakeMLIP, FakePropertyModel, fake_relax, fluorite, rocksalt
 
@@ -194,7 +195,7 @@ def test_real_models_bad_batch_errors_only_in_bad_rows(real_cache):
     on Materials Project's hull, E_hull = 0, and PBE band gaps of 5.0 / 4.3 / 8.7 eV)."""
     items, expected = bad_batch()
     items[4] = fluorite(5.6, ("Po", "O"))
-    expected[4] = "Po"   # polonium is outside M3GNet-MP-2021's 89 elements
+    expected[4] = "Po"   # polonium is outside the 89 elements of MP-trained MLIPs (M3GNet-MP-2021, SevenNet-0)
     properties = _properties_available()
     df = score(items, hull="bundled", properties=properties, batch_size=4)
     for i, row in df.iterrows():
@@ -204,7 +205,7 @@ def test_real_models_bad_batch_errors_only_in_bad_rows(real_cache):
             continue
         assert row["error"] is None, row["error"]
         assert abs(row["e_above_hull"]) < 0.08, (row["formula"], row["e_above_hull"])
-        assert row["hull_reference"] == f"{hull.BUNDLED_VERSION}/m3gnet" and not row["hull_elements_only"]
+        assert row["hull_reference"] == f"{hull.BUNDLED_VERSION}/{DEFAULT_MLIP}" and not row["hull_elements_only"]
         assert -4.0 < row["e_form_per_atom"] < -1.5
         if properties:
             assert row["band_gap_ev"] > 3.0 and row["eps_elec"] > 1.0

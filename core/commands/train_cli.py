@@ -19,6 +19,7 @@ from pathlib import Path
 
 from core.config import ModelConfig
 from core.errors import InvalidInputError
+from core.scoring.mlip import DEFAULT_MLIP
 
 # The shipped base model: small enough to train on a 2-core CPU in about two hours.
 BASE_PRESET = {
@@ -62,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--tau", type=float, default=None, help="KL weight (default 0.1 ehull, 2 fom)")
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--mlip", default="m3gnet", help="potential for the ehull reward")
+    p.add_argument("--mlip", default=DEFAULT_MLIP, help=f"potential for the ehull reward (default {DEFAULT_MLIP})")
     p.add_argument("--hull", default="bundled", help="hull reference for the ehull reward")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ship", default=None, help="copy the result here with a model card when done")
