@@ -212,3 +212,25 @@ def test_mp_api_entries_are_used_like_an_entries_file(monkeypatch, tmp_cache):
         assert result.e_above_hull == pytest.approx(stored["e_above_hull"], abs=1e-8)
         assert result.reference == "mp-api"
     assert all(f <= {"Na", "Fe", "P", "O"} for f in fetched)
+
+
+def test_shipped_reference_energies_are_used_and_user_cache_wins(tmp_path, monkeypatch):
+    """Reference energies shipped in checkpoints/hull-references/ are read instead of recomputed; a value
+    already in the user's cache takes precedence, and rows in neither are computed with the MLIP."""
+    from core.scoring.references import store
+
+    mlip = FakeMLIP({"Na": -1.0, "Cl": -2.0})
+    monkeypatch.setenv("CFRL_CHECKPOINTS_DIR", str(tmp_path / "ck"))
+    section = f"compounds-{store.COMPOUND_RECIPE}"
+    shipped = store.shipped_path(mlip)
+    shipped.parent.mkdir(parents=True)
+    shipped.write_text(json.dumps({"mlip": {"label": mlip.label},
+                                   section: {"0": {"energy_ev": -10.0}, "1": {"energy_ev": -20.0}},
+                                   "compounds-v0": {"2": {"energy_ev": 99.0}}}))   # another recipe: ignored
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / f"{store.mlip_key(mlip)}.json").write_text(json.dumps({section: {"1": {"energy_ev": -21.0}}}))
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    energies = store.ReferenceEnergies(mlip, cache_root=cache).compound_energies(["0", "1", "2"], lambda row: nacl)
+    assert energies == {"0": -10.0, "1": -21.0, "2": pytest.approx(4 * -1.0 + 4 * -2.0)}   # conventional NaCl: 8 atoms
+    assert mlip.calls == [["NaCl"]]          # only row "2" was computed

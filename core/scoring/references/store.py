@@ -86,6 +86,22 @@ def _relax_candidate(candidate: ElementCandidate, mlip: MLIP) -> dict[str, Any]:
             "converged": bool(result.converged)}
 
 
+def shipped_path(mlip: MLIP) -> Path:
+    """Where the project ships precomputed reference energies for ``mlip`` (``prepare`` writes them)."""
+    return settings.checkpoints_dir() / "hull-references" / f"{mlip_key(mlip)}.json"
+
+
+def _shipped(mlip: MLIP) -> dict[str, dict[str, Any]]:
+    """Sections of the shipped file for ``mlip`` (empty when there is none); sections of another recipe
+    version are ignored by ``ReferenceEnergies``, so a stale file only costs recomputation."""
+    try:
+        with open(shipped_path(mlip)) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return {key: dict(value) for key, value in data.items() if isinstance(value, dict) and key != "mlip"}
+
+
 class ReferenceEnergies:
     """Cached MLIP energies of reference compounds (static) and elemental phases (relaxed)."""
 
@@ -96,6 +112,8 @@ class ReferenceEnergies:
         self.sections = {"compounds": f"compounds-{COMPOUND_RECIPE}", "elements": f"elements-{ELEMENT_RECIPE}"}
         self._lock = threading.RLock()
         self._data: dict[str, dict[str, Any]] = self._read()
+        for name, section in _shipped(mlip).items():      # computed here already, shipped with the project
+            self._data[name] = {**section, **self._data.get(name, {})}
 
     # ---- disk ----
     def _read(self) -> dict[str, dict[str, Any]]:
@@ -161,3 +179,35 @@ class ReferenceEnergies:
                 self._section("elements")[symbol] = [_relax_candidate(c, self.mlip) for c in element_candidates(symbol)]
                 self._write()
             return list(self._section("elements")[symbol])
+
+
+def prepare(mlip: MLIP, progress: Callable[[str], None] = print) -> Path:
+    """Compute every bundled reference energy for ``mlip`` (all matbench_dielectric compounds, the elemental
+    phases of every element they contain) and write them where the project ships them (``shipped_path``),
+    so that the first E_hull of a new chemical system costs nothing. About 20 min on 2 CPU cores."""
+    from core.scoring.references.matbench import load_matbench_dielectric
+
+    table = load_matbench_dielectric()
+    store = ReferenceEnergies(mlip)
+    for start in range(0, len(table.rows), 500):
+        store.compound_energies(table.rows[start:start + 500], table.structure)
+        progress(f"compounds {min(start + 500, len(table.rows))}/{len(table.rows)}")
+    elements = sorted(set().union(*table.element_sets.values()))
+    for symbol in elements:
+        store.element_phases(symbol)
+    progress(f"elements {len(elements)}")
+    out = shipped_path(mlip)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = {"mlip": {"label": getattr(mlip, "label", mlip.name)},
+            **{store.sections[kind]: dict(sorted(store._section(kind).items())) for kind in ("compounds", "elements")}}
+    out.write_text(json.dumps(data, separators=(",", ":")) + "\n")
+    return out
+
+
+if __name__ == "__main__":  # python -m core.scoring.references.store sevennet m3gnet
+    import sys
+
+    from core.scoring.mlip import load_mlip
+
+    for name in sys.argv[1:]:
+        print("wrote", prepare(load_mlip(name)))
