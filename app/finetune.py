@@ -118,7 +118,7 @@ def log_table(history: list[dict]):
     return frame[[c for c in LOG_COLUMNS if c in frame]].rename(columns=LOG_COLUMNS)
 
 
-def ppo_steps(policy, request: FineTuneRequest, *, mlip: str = "sevennet", hull: str = "bundled",
+def ppo_steps(policy, request: FineTuneRequest, *, mlip: str = "m3gnet", hull: str = "bundled",
               resume: bool = False) -> Iterator[dict]:
     """Run ``request.steps`` PPO steps from ``policy`` (also the KL base) and yield each step's log.
 

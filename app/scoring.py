@@ -28,7 +28,7 @@ STATIC_BATCH = 8                        # structures per batched model call: sma
 class ScoreSettings:
     """What the Score page asks: MLIP, relaxation, hull reference, novelty reference."""
 
-    mlip: str = "sevennet"       # core.scoring.mlip.DEFAULT_MLIP (not imported here: the app starts without torch)
+    mlip: str = "m3gnet"         # core.scoring.mlip.DEFAULT_MLIP (not imported here: the app starts without torch)
     relax: bool = False
     hull: str = "bundled"        # "bundled" | "mp-api" | path to an entries file | "none"
     novelty: str = "none"        # key of NOVELTY_KINDS

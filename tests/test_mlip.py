@@ -67,7 +67,7 @@ def mp_oxides() -> list[dict]:
 
 def test_registry_names_and_unknown_name():
     assert MLIP_NAMES == ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "orb")
-    assert DEFAULT_MLIP == "sevennet"   # chosen by bench/mlip_accuracy.md
+    assert DEFAULT_MLIP == "m3gnet"   # chosen by bench/scoring.md + bench/mlip_accuracy.md
     with pytest.raises(InvalidInputError, match="unknown MLIP 'mace'.*m3gnet"):
         load_mlip("mace")
 
