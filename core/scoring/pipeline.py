@@ -37,7 +37,6 @@ from pymatgen.core import Structure
 
 from core.errors import ScoringError
 from core.scoring.fom import figure_of_merit
-from core.scoring.uncertainty import fom_uncertainty
 from core.scoring.hull import HullReference, load_hull_reference
 from core.scoring.references.store import energy_predictor
 from core.scoring.metrics import (
@@ -51,6 +50,7 @@ from core.scoring.metrics import (
     structure_validity,
 )
 from core.scoring.mlip import DEFAULT_MLIP
+from core.scoring.uncertainty import dielectric_ensemble, fom_uncertainty
 
 if TYPE_CHECKING:
     from core.scoring.mlip import MLIP
@@ -229,20 +229,13 @@ class _Scorer:
 
     @staticmethod
     def _predict(column: str, model: Any, structures: list[Structure]) -> list[Any]:
-        """The model's values; for an ε model that is an ensemble of boosters, (geometric mean, calibrated σ)
-        from one descriptor pass (``core.scoring.uncertainty``), so ε_elec carries its uncertainty."""
+        """The model's values; for an ε model that is an ensemble of boosters, (ε, calibrated σ) per
+        structure from ``core.scoring.uncertainty.dielectric_ensemble`` (one descriptor pass)."""
         if column != "eps_elec" or not hasattr(model, "boosters"):
             return list(model.predict(structures))
-        from core.scoring.uncertainty import SPREAD_SCALE, dielectric_members, member_spread
-
-        out: list[Any] = []
-        for members in dielectric_members(structures, model):
-            if isinstance(members, BaseException):
-                out.append(members)
-                continue
-            _, std, _ = member_spread(members, SPREAD_SCALE["eps_elec"])
-            out.append((float(np.exp(np.mean(np.log(members)))), std))
-        return out
+        ensemble = dielectric_ensemble(structures, model)
+        return [ScoringError(error) if error is not None else (float(mean), float(std))
+                for mean, std, error in ensemble[["eps_elec_mean", "eps_elec_std", "eps_elec_error"]].itertuples(index=False)]
 
     def score_chunk(self, items: Sequence[Any]) -> list[dict[str, Any]]:
         rows = [_Row(item) for item in items]
