@@ -42,6 +42,7 @@ from pymatgen.core.units import amu_to_kg  # density in g/cm³ exactly as Struct
 
 from core.errors import CheckpointError, InvalidInputError, ScoringError
 from core.settings import checkpoints_dir, require
+from core.symmetry import space_group_number
 
 Target = Literal["n", "eps"]
 
@@ -139,8 +140,6 @@ def descriptors(structure: Structure) -> np.ndarray:
         ScoringError: an element without Magpie data, or an atom without a neighbour within
             ``NEIGHBOUR_CUTOFF_A``.
     """
-    import spglib
-
     table = element_table()
     numbers = np.asarray(structure.atomic_numbers)
     elements, counts = np.unique(numbers, return_counts=True)
@@ -173,12 +172,8 @@ def descriptors(structure: Structure) -> np.ndarray:
     ratio = cd / (radius[ci] + radius[cj])
     chi_site = table[numbers, _column("Electronegativity")]
     dchi = np.abs(chi_site[ci] - chi_site[cj])
-    try:
-        cell = (structure.lattice.matrix, structure.frac_coords, numbers)
-        dataset = spglib.get_symmetry_dataset(cell, symprec=0.1)
-        spacegroup = float(dataset.number) if dataset is not None else np.nan
-    except Exception:  # noqa: BLE001 - symmetry is one feature; unknown is allowed
-        spacegroup = np.nan
+    number = space_group_number(structure, 0.1)
+    spacegroup = float(number) if number is not None else np.nan
     geometry = [
         volume / nsites, float(structure.composition.weight) * amu_to_kg * 1e3 / (volume * 1e-24), 4 / 3 * np.pi * np.sum(radius ** 3) / volume, np.sum(radius ** 3) / volume,
         nearest.mean(), nearest.min(), nearest.std(), coordination.mean(), coordination.std(),

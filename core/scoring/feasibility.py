@@ -46,13 +46,13 @@ import pandas as pd
 from pymatgen.core import Element, Structure
 
 from core.scoring.metrics import STABILITY_THRESHOLD_EV, NoveltyChecker, composition_validity, relaxation_match
+from core.symmetry import SYMPREC_A, space_group_number
 
 CHECKS = ("charge_balanced", "stable", "relaxation_ok", "symmetry_kept", "novel", "safe_elements", "abundant_elements")
 LABELS = {"charge_balanced": "charge balanced", "stable": "stable", "relaxation_ok": "relaxation OK",
           "symmetry_kept": "symmetry kept", "novel": "novel", "safe_elements": "non-toxic, non-radioactive",
           "abundant_elements": "no scarce elements"}
 RMSD_MAX = 0.1       # normalised RMS displacement (pymatgen's StructureMatcher normalisation)
-SYMPREC_A = 0.1      # Å
 
 RADIOACTIVE = frozenset({"Tc", "Pm"} | {Element.from_Z(z).symbol for z in range(84, 119)})
 TOXIC = frozenset({"As", "Be", "Cd", "Hg", "Pb", "Tl"})
@@ -99,14 +99,7 @@ def _flag(row: Mapping[str, Any], key: str) -> bool | None:
 
 def space_group(structure: Structure, symprec: float = SYMPREC_A) -> int | None:
     """International space-group number (spglib at ``symprec`` Å), or None when spglib finds none."""
-    import spglib
-
-    try:
-        dataset = spglib.get_symmetry_dataset(
-            (structure.lattice.matrix, structure.frac_coords, structure.atomic_numbers), symprec=symprec)
-    except Exception:  # noqa: BLE001
-        return None
-    return int(dataset.number) if dataset is not None else None
+    return space_group_number(structure, symprec)
 
 
 def check_charge(structure: Structure) -> Check:

@@ -51,6 +51,7 @@ from core.scoring.metrics import (
 )
 from core.scoring.mlip import DEFAULT_MLIP
 from core.scoring.uncertainty import dielectric_ensemble, fom_uncertainty
+from core.symmetry import SYMPREC_A, space_group_number
 
 if TYPE_CHECKING:
     from core.scoring.mlip import MLIP
@@ -64,7 +65,6 @@ COLUMNS = (
 TEXT_COLUMNS = ("formula", "hull_reference", "error")
 MAX_SITES = 500                  # atoms per cell
 MAX_VOLUME_PER_ATOM_A3 = 1000.0  # Å^3/atom; condensed matter is 5-100
-SYMPREC_A = 0.1                  # Å, space-group tolerance
 
 
 def input_problem(structure: Any) -> str | None:
@@ -96,17 +96,6 @@ def input_problem(structure: Any) -> str | None:
     return None
 
 
-def _space_group_number(structure: Structure) -> int | None:
-    import spglib
-
-    try:
-        dataset = spglib.get_symmetry_dataset(
-            (structure.lattice.matrix, structure.frac_coords, structure.atomic_numbers), symprec=SYMPREC_A)
-    except Exception:  # noqa: BLE001 - spglib failures only cost the column
-        return None
-    return int(dataset.number) if dataset is not None else None
-
-
 def _message(stage: str, exc: BaseException) -> str:
     return f"{stage}: {exc}" if str(exc) else f"{stage}: {type(exc).__name__}"
 
@@ -134,7 +123,7 @@ class _Row:
         if problem is not None:
             self.errors.append(problem)
             return
-        self.values["spacegroup"] = _space_group_number(item)
+        self.values["spacegroup"] = space_group_number(item, SYMPREC_A)
         self.structure = item
 
     @property

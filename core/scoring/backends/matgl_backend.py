@@ -50,7 +50,11 @@ class MatglPES(BatchedMLIP):
         lattice = torch.cat(lattices).to(self.device)
         self.potential.calc_forces = self.potential.calc_stresses = forces  # False: no backward pass
         try:
-            energies, force_out, stresses, _ = self.potential(batch, lattice)
+            if forces:
+                energies, force_out, stresses, _ = self.potential(batch, lattice)
+            else:
+                with torch.inference_mode():  # no autograd bookkeeping when no gradient is wanted
+                    energies, force_out, stresses, _ = self.potential(batch, lattice)
         finally:
             self.potential.calc_forces = self.potential.calc_stresses = True
         energies = energies.detach().reshape(-1).cpu().numpy().astype(float).tolist()
