@@ -32,3 +32,20 @@ def test_cache_follows_content_not_identity():
     assert symmetry.space_group_number(s.copy()) == 221
     s.apply_strain([0.0, 0.0, 0.1])       # stretched along c: tetragonal
     assert symmetry.space_group_number(s) == 123
+
+
+def test_cells_no_finder_can_read_give_none_not_an_error():
+    overlapping = Structure(Lattice.cubic(3.0), ["Na", "Na"], [[0, 0, 0], [0.0001, 0, 0]])
+    result = symmetry.space_group_number(overlapping)
+    assert result is None or 1 <= result <= 230
+    flat = Structure(Lattice([[3, 0, 0], [0, 3, 0], [0, 0, 1e-9]]), ["Na"], [[0, 0, 0]])
+    assert symmetry.space_group_number(flat) is None
+
+
+def test_moyo_failure_falls_back_to_spglib(monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("Primitive symmetry search failed")
+
+    monkeypatch.setattr(symmetry, "_moyo_number", broken)
+    symmetry.clear_cache()
+    assert symmetry.space_group_number(rock_salt(5.5)) == 225
