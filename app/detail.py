@@ -247,7 +247,8 @@ def downloads(structure, name: str, key: str) -> None:
         return
     c1, c2 = st.columns(2)
     try:
-        c1.download_button("CIF", cif(structure), file_name=f"{name}.cif", mime="chemical/x-cif",
+        # the symmetrised CIF (symmetry search + read-back check) is written when clicked, not on every rerun
+        c1.download_button("CIF", lambda: cif(structure), file_name=f"{name}.cif", mime="chemical/x-cif",
                            key=f"{key}-cif", width="stretch")
         c2.download_button("POSCAR", poscar(structure), file_name=f"{name}.vasp", mime="text/plain",
                            key=f"{key}-poscar", width="stretch")
@@ -306,10 +307,16 @@ def structure_panel(structure, row: Mapping[str, Any], *, title: str, key: str, 
 
 
 def _tokens_of(structure) -> str | None:
-    from core.tokens import CrystalTokens
-
     try:
-        return CrystalTokens.from_structure(structure).to_string()
+        return cached_tokens(structure.to_json())
     except Exception as exc:  # noqa: BLE001 - e.g. more Wyckoff sites than the model's 21
         st.caption(f"No token sequence: {exc}")
         return None
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def cached_tokens(structure_json: str) -> str:
+    """The token string of a structure (symmetry refinement: tens of ms for a cubic cell, so once)."""
+    from core.tokens import CrystalTokens
+
+    return CrystalTokens.from_structure(_structure(structure_json)).to_string()

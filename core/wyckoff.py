@@ -182,9 +182,14 @@ def wyckoff_table(g: int) -> tuple[WyckoffPosition, ...]:
 @functools.cache
 def spacegroup_symbol(g: int) -> str:
     """Hermann–Mauguin symbol, e.g. 225 -> 'Fm-3m'."""
+    return _symbol(check_spacegroup(g))
+
+
+@functools.cache
+def _symbol(g: int) -> str:
     from pyxtal.symmetry import Group
 
-    return Group(check_spacegroup(g)).symbol
+    return Group(g).symbol  # building a pyxtal Group reads its Wyckoff tables: ~7 ms, so once per group
 
 
 def spacegroup_label(g: int) -> str:
