@@ -287,23 +287,29 @@ def structure_panel(structure, row: Mapping[str, Any], *, title: str, key: str, 
             st.caption("Not scored yet: run the Score page to get E_hull, band gap, ε_elec and FoM.")
         feasibility_badges(structure, row)
         downloads(structure, f"{structure.composition.reduced_formula}-{key}", key)
-    tab_tokens, tab_sym, tab_xrd = st.tabs(["Token sequence", "Symmetry", "XRD pattern"])
-    with tab_tokens:
-        if token_string is None:
-            token_string = _tokens_of(structure)
-        if token_string:
-            st.markdown(tokens_html(token_string), unsafe_allow_html=True)
-            st.code(token_string, language=None)
-    with tab_sym:
-        try:
-            facts, sites = cached_symmetry(structure.to_json())
-        except Exception as exc:  # noqa: BLE001
-            show_error(exc, "symmetry analysis failed")
-        else:
-            facts_table(facts.items())
-            st.dataframe(sites, hide_index=True, width="stretch")
-    with tab_xrd:
-        xrd(structure)
+    # lazy tabs: only the open one is computed and sent to the browser (an XRD chart and a site table
+    # drawn in hidden tabs cost the browser most of a second on every rerun of the page)
+    tab_tokens, tab_sym, tab_xrd = st.tabs(["Token sequence", "Symmetry", "XRD pattern"], on_change="rerun",
+                                           key=f"{key}-tabs")
+    if tab_tokens.open:
+        with tab_tokens:
+            if token_string is None:
+                token_string = _tokens_of(structure)
+            if token_string:
+                st.markdown(tokens_html(token_string), unsafe_allow_html=True)
+                st.code(token_string, language=None)
+    if tab_sym.open:
+        with tab_sym:
+            try:
+                facts, sites = cached_symmetry(structure.to_json())
+            except Exception as exc:  # noqa: BLE001
+                show_error(exc, "symmetry analysis failed")
+            else:
+                facts_table(facts.items())
+                st.dataframe(sites, hide_index=True, width="stretch")
+    if tab_xrd.open:
+        with tab_xrd:
+            xrd(structure)
 
 
 def _tokens_of(structure) -> str | None:

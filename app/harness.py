@@ -125,6 +125,52 @@ def open_page(page, title: str, timeout_s: float = 60.0) -> None:
     wait_idle(page)
 
 
+class RunWatcher:
+    """Times Streamlit script runs as the browser sees them, for benchmarks.
+
+    Listens to the page's websocket and notes the moment each full script run's ``script_finished``
+    message arrives (fragment reruns are not counted). ``open_page`` then times a page switch from the
+    click to that message plus the next painted frame, with no settle wait of its own.
+    """
+
+    def __init__(self, page) -> None:
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        self.page = page
+        self.finished: list[float] = []
+        full_runs = {ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR}
+
+        def on_frame(payload) -> None:
+            if not isinstance(payload, bytes):
+                return
+            message = ForwardMsg()
+            try:
+                message.ParseFromString(payload)
+            except Exception:  # noqa: BLE001 - not a ForwardMsg
+                return
+            if message.WhichOneof("type") == "script_finished" and message.script_finished in full_runs:
+                self.finished.append(time.perf_counter())
+
+        page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
+
+    def open_page(self, title: str, timeout_s: float = 60.0) -> float:
+        """Click a page in the sidebar; seconds until its title is shown, its run has finished and a frame
+        has been painted after both."""
+        seen = len(self.finished)
+        start = time.perf_counter()
+        self.page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
+        self.page.get_by_role("heading", name=title, exact=True).wait_for(timeout=timeout_s * 1000)
+        deadline = start + timeout_s
+        while len(self.finished) <= seen:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"page {title!r}: no finished script run within {timeout_s:.0f} s")
+            self.page.wait_for_timeout(10)   # lets Playwright deliver websocket events
+        self.page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
+        if os.environ.get("CFRL_DEBUG_TIMING"):
+            print(f"DEBUG {title}: finished {self.finished[-1] - start:.2f} s, painted {time.perf_counter() - start:.2f} s", flush=True)
+        return time.perf_counter() - start
+
+
 def screenshot(page, path, height: int | None = None) -> None:
     """A viewport screenshot from the top of the page, optionally with a taller viewport (pixels)."""
     size = page.viewport_size

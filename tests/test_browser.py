@@ -110,6 +110,10 @@ def test_generate_score_click_view_shortlist_restart_export(setup):
             assert "selected" in [t["name"] for t in harness.plotly_traces(page)]
             placed_before = placed(page)
             shot(page, "explore")
+            charts = page.locator(".js-plotly-plot").count()                # the XRD tab is computed when opened
+            page.get_by_role("tab", name="XRD pattern").click()
+            page.locator(".js-plotly-plot").nth(charts).wait_for()
+            harness.wait_idle(page)
 
             page.get_by_label("Notes").fill("browser test candidate")
             page.get_by_label("Tags (comma-separated)").fill("e2e")
