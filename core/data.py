@@ -13,6 +13,7 @@ Structures with ``n_max`` or more symmetry-inequivalent sites cannot be represen
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import multiprocessing as mp
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-from pymatgen.core import Structure
+from pymatgen.core import Composition, Structure
 
 from core import settings
 from core.errors import InvalidInputError, MissingResourceError
@@ -50,6 +51,28 @@ def load_hull_structures() -> list[Structure]:
         with gzip.open(path, "rt") as fh:
             entries = json.load(fh)
         out += [Structure.from_dict(e["structure"]) for e in entries if isinstance(e, dict) and "structure" in e]
+    return out
+
+
+def training_structure_sources() -> list[tuple[str, Callable[[], Structure]]]:
+    """(formula, loader) for every training structure of ``load_matbench_dielectric`` and
+    ``load_hull_structures``, without building the structures (for a lazily filled novelty reference)."""
+    from core.scoring.references.matbench import load_matbench_dielectric as table
+
+    matbench = table()
+    formulas = matbench.column("formula")
+    out: list[tuple[str, Callable[[], Structure]]] = [
+        (str(formulas[row]), functools.partial(matbench.structure, row)) for row in matbench.rows]
+    folder = settings.require(settings.data_dir() / "hulls", "hull reference entries folder",
+                              "Set CFRL_DATA_DIR to the folder holding hulls/*.json.gz (default ../shared/data).")
+    for path in sorted(folder.glob("*.json.gz")):
+        with gzip.open(path, "rt") as fh:
+            entries = json.load(fh)
+        for entry in entries:
+            if isinstance(entry, dict) and "structure" in entry:
+                formula = Composition(entry["composition"]).formula if "composition" in entry else \
+                    Structure.from_dict(entry["structure"]).formula
+                out.append((formula, functools.partial(Structure.from_dict, entry["structure"])))
     return out
 
 

@@ -234,3 +234,23 @@ def test_shipped_reference_energies_are_used_and_user_cache_wins(tmp_path, monke
     energies = store.ReferenceEnergies(mlip, cache_root=cache).compound_energies(["0", "1", "2"], lambda row: nacl)
     assert energies == {"0": -10.0, "1": -21.0, "2": pytest.approx(4 * -1.0 + 4 * -2.0)}   # conventional NaCl: 8 atoms
     assert mlip.calls == [["NaCl"]]          # only row "2" was computed
+
+
+def test_bundled_matbench_file_is_found_without_importing_crystal_toolkit_and_missing_package_is_named(monkeypatch):
+    import subprocess
+    import sys
+
+    code = ("import sys; from core.scoring.references.matbench import matbench_dielectric_path as p; "
+            "print(p().name, 'crystal_toolkit' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parent.parent)).stdout.split()
+    assert out == ["matbench_dielectric.json.gz", "False"]      # importing crystal_toolkit costs ~8 s (Dash)
+
+    import importlib.util
+
+    from core.errors import MissingResourceError
+    from core.scoring.references import matbench
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(MissingResourceError, match="pip install crystal-toolkit"):
+        matbench.matbench_dielectric_path()

@@ -92,6 +92,30 @@ def test_structure_from_the_training_set_is_not_novel():
     assert len(checker) == 3 and checker.is_novel(rocksalt(4.2, ("Mg", "O")))
 
 
+def test_lazy_reference_builds_only_the_queried_formulas_and_answers_like_the_eager_one():
+    training = {"Na4Cl4": lambda: rocksalt(5.69), "KCl": lambda: rocksalt(6.29, ("K", "Cl")),
+                "CsCl": lambda: cscl_type(4.1, ("Cs", "Cl")), "broken": lambda: 1 / 0}
+    built = []
+
+    def loader(formula):
+        def load():
+            built.append(formula)
+            return training[formula]()
+        return load
+
+    checker = NoveltyChecker.lazy([(f if f != "broken" else "NaCl", loader(f)) for f in training])
+    assert len(checker) == 4 and built == []
+    rotated = rocksalt(5.75)
+    rotated.apply_operation(SymmOp.from_axis_angle_and_translation([0, 0, 1], 30))
+    assert not checker.is_novel(rotated)                  # a NaCl query builds the NaCl members only
+    assert set(built) <= {"Na4Cl4", "broken"} and "KCl" not in built
+    assert checker.is_novel(rocksalt(4.2, ("Mg", "O"))) and checker.is_novel(cscl_type())
+    assert built.count("Na4Cl4") == 1                     # built once, then kept
+    eager = NoveltyChecker([training[f]() for f in ("Na4Cl4", "KCl", "CsCl")])
+    queries = [rotated, cscl_type(), rocksalt(6.3, ("K", "Cl")), rocksalt(5.0, ("Li", "F"))]
+    assert [checker.is_novel(q) for q in queries] == [eager.is_novel(q) for q in queries] == [False, True, False, True]
+
+
 # ---------------------------------------------------------------- relaxation match
 
 

@@ -22,7 +22,7 @@ import functools
 import itertools
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,13 +98,26 @@ def _formula_key(structure: Structure) -> str | None:
 
 
 class StructureSet:
-    """Structures bucketed by reduced formula, answering "is an equivalent structure already here?"."""
+    """Structures bucketed by reduced formula, answering "is an equivalent structure already here?".
+
+    Members may also be added lazily (``add_lazy``: the formula and a loader), so a large reference set
+    such as the training data is indexed in well under a second and a structure is only built when a
+    query of its formula arrives (most generated formulas meet none).
+    """
 
     def __init__(self, structures: Iterable[Structure] = (), matcher: StructureMatcher | None = None) -> None:
         self.matcher = matcher or StructureMatcher()
-        self._buckets: dict[str, list[Structure]] = {}
+        self._buckets: dict[str, list[Structure | Callable[[], Structure]]] = {}
         for structure in structures:
             self.add(structure)
+
+    @classmethod
+    def lazy(cls, members: Iterable[tuple[str, Callable[[], Structure]]], matcher: StructureMatcher | None = None):
+        """A set of (reduced formula, loader) pairs; each loader runs at most once, when first needed."""
+        out = cls(matcher=matcher)
+        for formula, load in members:
+            out.add_lazy(formula, load)
+        return out
 
     def __len__(self) -> int:
         return sum(len(bucket) for bucket in self._buckets.values())
@@ -114,10 +127,29 @@ class StructureSet:
         if key is not None:
             self._buckets.setdefault(key, []).append(structure)
 
+    def add_lazy(self, formula: str, load: Callable[[], Structure]) -> None:
+        """Add a member known by its formula (any form: keyed by its reduced element formula) and built by ``load()``."""
+        try:
+            key = Composition(formula).element_composition.reduced_formula
+        except Exception:  # noqa: BLE001 - an unreadable formula matches nothing
+            return
+        self._buckets.setdefault(key, []).append(load)
+
+    def _members(self, key: str) -> Iterator[Structure]:
+        bucket = self._buckets.get(key, [])
+        for index, member in enumerate(list(bucket)):
+            if not isinstance(member, Structure):
+                try:
+                    member = member()
+                except Exception:  # noqa: BLE001 - a reference that cannot be read matches nothing
+                    continue
+                bucket[index] = member
+            yield member
+
     def contains(self, structure: Structure) -> bool:
         """True when a structure of the set matches ``structure`` (StructureMatcher.fit)."""
         key = _formula_key(structure)
-        for candidate in self._buckets.get(key, []) if key is not None else []:
+        for candidate in self._members(key) if key is not None else ():
             try:
                 if self.matcher.fit(structure, candidate):
                     return True

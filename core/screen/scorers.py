@@ -20,11 +20,9 @@ def novelty_reference(kind: str) -> Any:
     from core import data
     from core.scoring.metrics import NoveltyChecker
 
-    if kind == "training":
-        structures = data.load_matbench_dielectric()[0] + data.load_hull_structures()
-    else:
-        structures = data.read_structures([kind])
-    return NoveltyChecker(structures)
+    if kind == "training":   # indexed by formula; a structure is built only when a query of its formula comes
+        return NoveltyChecker.lazy(data.training_structure_sources())
+    return NoveltyChecker(data.read_structures([kind]))
 
 
 class PipelineScorer:

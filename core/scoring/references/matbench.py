@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import gzip
-import importlib.resources
+import importlib.util
 import json
 from pathlib import Path
 
@@ -23,15 +23,15 @@ RESOURCE = ("apps", "examples", "matbench_dielectric.json.gz")
 
 def matbench_dielectric_path() -> Path:
     """Path of ``matbench_dielectric.json.gz`` inside the installed crystal-toolkit package."""
-    try:
-        root = importlib.resources.files(PACKAGE)
-    except ModuleNotFoundError as exc:
+    # find_spec locates the package without importing it (importing crystal_toolkit pulls in Dash: ~8 s)
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise MissingResourceError(
             "crystal-toolkit is not installed, so the bundled matbench_dielectric structures are missing. "
             "Install it with `pip install crystal-toolkit` (pinned in requirements.txt) or choose another hull "
             "reference (an entries file or mp-api)."
-        ) from exc
-    path = Path(str(root.joinpath(*RESOURCE)))
+        )
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*RESOURCE)
     if not path.is_file():
         raise MissingResourceError(
             f"matbench_dielectric.json.gz not found at {path}: this crystal-toolkit build does not ship its examples. "
