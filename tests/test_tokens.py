@@ -118,3 +118,9 @@ def test_lattice_constraints_per_crystal_system():
     assert list(symmetrize(166, raw)) == [3, 3, 5, 90, 90, 120]
     assert list(symmetrize(225, raw)) == [3, 3, 3, 90, 90, 90]
     assert LATTICE_MASK.sum(1)[[0, 13, 61, 138, 165, 224]].tolist() == [6, 4, 3, 2, 2, 1]
+
+
+def test_space_group_symbols_agree_with_pyxtal_for_all_230_groups():
+    from pyxtal.symmetry import Group
+
+    assert [wyckoff.spacegroup_symbol(g) for g in range(1, 231)] == [Group(g).symbol for g in range(1, 231)]
