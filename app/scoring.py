@@ -11,6 +11,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import threading
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
@@ -202,6 +203,39 @@ def score_rows(targets: Sequence[tuple[Pool, Sequence[int]]], settings: ScoreSet
         if job is not None:
             job.report(done)
         yield entry_id, row
+
+
+_WARM_UP: threading.Thread | None = None
+
+
+def warm_up(settings: ScoreSettings | None = None) -> threading.Thread | None:
+    """Load the default scoring models in the background once per server process (idempotent).
+
+    Started after the first page has been drawn, so the first Generate or Score click finds the MLIP,
+    band-gap and ε models, the hull reference and the novelty reference loaded instead of spending
+    ~10 s on them (a click made meanwhile waits only for what is still loading: the core's loaders
+    share their caches and locks). The scoring modules are imported here, in the script thread,
+    first (``preload``); only loading runs in the background thread, like a scoring job.
+    Off with the fake scorer (tests) and with ``CFRL_APP_WARMUP=0``.
+    """
+    global _WARM_UP
+    if _WARM_UP is not None or SCORER is not None or os.environ.get("CFRL_APP_WARMUP", "1") == "0":
+        return _WARM_UP
+    if scoring_unavailable():
+        return None
+    settings = settings or default_settings()
+    preload(settings)
+
+    def load() -> None:
+        try:
+            property_models_unavailable()
+            resolve(settings)
+        except Exception:  # noqa: BLE001 - the click that needs them reports the problem in the page
+            pass
+
+    _WARM_UP = threading.Thread(target=load, name="cfrl-warm-up", daemon=True)
+    _WARM_UP.start()
+    return _WARM_UP
 
 
 def start_scoring(targets: Sequence[tuple[Pool, Sequence[int]]], settings: ScoreSettings, name: str = "scoring") -> Job:

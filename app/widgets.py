@@ -120,6 +120,9 @@ def sidebar_checkpoint() -> None:
         state.put(state.CHECKPOINT, ref)
         loaded = load_checkpoint(ref) if ref is not None else None
         if loaded is not None:
+            from app.generation import warm_up
+
+            warm_up(loaded)  # compile the sampler in the background before the first Generate click
             facts = ck.describe(loaded)
             st.markdown("\n".join(f"- **{k}**: {v}" for k, v in facts.items() if k != "name"))
         running = state.any_running()

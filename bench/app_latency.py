@@ -10,6 +10,11 @@ Playwright and measures:
   switching to Explore right after the click. Measured twice: *cold* (first click after the server
   started: model loading and JAX compilation included) and *warm* (a second click, new seed).
   Target ≤ 15 s.
+* **open**: from loading the URL to the Generate page shown, and to its script run finished. After the
+  first page is drawn the app imports the scoring stack in the page's script thread and loads the default
+  scoring models and compiles the sampler in background threads (``app.scoring.warm_up``,
+  ``app.generation.warm_up``); the cold click below comes as soon as the page is idle, so it still
+  shares the machine with that background loading.
 * **page switch**: from a click in the sidebar navigation to the new page's title shown, its script
   run finished (Streamlit's ``script_finished`` message received by the browser) and the next frame
   painted, over every page, three rounds. Target ≤ 1 s. (Until 2026-11-29 this waited for Streamlit's
@@ -114,6 +119,8 @@ def generate_to_plot(page, samples: int, seed: int, timeout_s: float = 900.0) ->
         box.blur()
     page.wait_for_timeout(300)
     t0 = time.perf_counter()
+    if os.environ.get("CFRL_APP_TRACE"):
+        print(f"CFRL_TRACE {time.time():.3f} click Generate (seed {seed})", flush=True)
     page.get_by_role("button", name="Generate").click()
     page.get_by_text(re.compile(r"Progress: ")).first.wait_for(timeout=timeout_s * 1000)
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Explore", exact=True).click()
@@ -168,13 +175,19 @@ def main() -> int:
     env = {"CFRL_APP_DATA_DIR": str(tmp / "data"), "CFRL_CHECKPOINTS_DIR": str(ckdir)}
     if scorer:
         env["CFRL_APP_SCORER"] = scorer
+    if os.environ.get("CFRL_APP_TRACE"):
+        env["CFRL_APP_TRACE"] = "1"
     with harness.browser() as chromium, harness.AppServer(env, tmp / "server.log") as server:
         page = chromium.new_page(viewport={"width": 1360, "height": 900})
         watcher = harness.RunWatcher(page)   # before goto: it listens to the app's websocket
         page.set_default_timeout(600_000)
+        t_open = time.perf_counter()
         page.goto(server.url)
         page.get_by_role("heading", name="Generate", exact=True).wait_for()
+        shown = time.perf_counter() - t_open
         harness.wait_idle(page)
+        ready = time.perf_counter() - t_open - 0.6     # less wait_idle's two 0.3 s settle waits
+        print(f"open: page shown {shown:.1f} s, idle {ready:.1f} s")
         cold, cold_job = generate_to_plot(page, args.samples, seed=1)
         print(f"generate → plot, cold: {cold:.1f} s (job {cold_job:.1f} s)")
         warm, warm_job = generate_to_plot(page, args.samples, seed=2)
@@ -196,7 +209,8 @@ def main() -> int:
         "",
         "| measurement | seconds | target | |",
         "|---|---:|---:|---|",
-        f"| Generate → Pareto plot drawn, cold (first click: model load + JAX compile) | {cold:.1f} | ≤ {TARGET_PLOT_S:g} | {verdict(cold, TARGET_PLOT_S)} |",
+        f"| open the app: Generate page shown / script idle (the scoring stack is imported after the page is drawn) | {shown:.1f} / {ready:.1f} | | |",
+        f"| Generate → Pareto plot drawn, cold (first click, as soon as the page is idle: background loading and compilation may still run) | {cold:.1f} | ≤ {TARGET_PLOT_S:g} | {verdict(cold, TARGET_PLOT_S)} |",
         f"| Generate → Pareto plot drawn, warm (second click) | {warm:.1f} | ≤ {TARGET_PLOT_S:g} | {verdict(warm, TARGET_PLOT_S)} |",
         f"| page switch, median over {len(flat)} clicks | {median:.2f} | ≤ {TARGET_SWITCH_S:g} | {verdict(median, TARGET_SWITCH_S)} |",
         f"| page switch, worst | {worst:.2f} | ≤ {TARGET_SWITCH_S:g} | {verdict(worst, TARGET_SWITCH_S)} |",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("CFRL_APP_WARMUP", "0")  # AppTests load models only where a test asks (app.scoring.warm_up)
 
 from core import settings  # noqa: E402
 

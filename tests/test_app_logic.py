@@ -383,3 +383,41 @@ def test_error_text_levels():
     level, text = error_text(MissingResourceError("weights not found at /x. Do Y."), "cannot score")
     assert level == "error" and text == "Cannot score: missing — weights not found at /x. Do Y."
     assert error_text(ZeroDivisionError("boom"))[1] == "ZeroDivisionError: boom"
+
+
+def test_warm_up_loads_the_default_scoring_models_once_in_the_background(monkeypatch):
+    from app import scoring
+
+    calls = []
+    monkeypatch.setattr(scoring, "_WARM_UP", None)
+    monkeypatch.setattr(scoring, "SCORER", None)
+    monkeypatch.setattr(scoring, "scoring_unavailable", lambda: None)
+    monkeypatch.setattr(scoring, "preload", lambda settings: calls.append(("preload", threading.current_thread().name)))
+    monkeypatch.setattr(scoring, "property_models_unavailable", lambda: calls.append(("properties", threading.current_thread().name)))
+    monkeypatch.setattr(scoring, "resolve", lambda settings: calls.append(("resolve", settings.novelty)))
+    monkeypatch.setenv("CFRL_APP_WARMUP", "0")
+    assert scoring.warm_up() is None and calls == []                 # switched off
+    monkeypatch.setenv("CFRL_APP_WARMUP", "1")
+    thread = scoring.warm_up(scoring.ScoreSettings(novelty="training"))
+    assert thread.name == "cfrl-warm-up" and thread.join(10) is None and not thread.is_alive()
+    assert scoring.warm_up() is thread                                # once per process
+    # imports in the calling (script) thread; loading in the background thread
+    assert calls == [("preload", threading.current_thread().name), ("properties", "cfrl-warm-up"),
+                     ("resolve", "training")]
+    monkeypatch.setattr(scoring, "_WARM_UP", None)
+    monkeypatch.setattr(scoring, "SCORER", fake_score_iter)
+    assert scoring.warm_up() is None                                  # the fake scorer needs no models
+
+
+def test_sampler_warm_up_runs_once_per_checkpoint_in_the_background(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(generation, "generate", lambda ck, request: calls.append((ck, request.num, request.spacegroup,
+                                                                                  threading.current_thread().name)))
+    checkpoint = object()
+    monkeypatch.setenv("CFRL_APP_WARMUP", "0")
+    assert generation.warm_up(checkpoint) is None and calls == []
+    monkeypatch.setenv("CFRL_APP_WARMUP", "1")
+    thread = generation.warm_up(checkpoint)
+    thread.join(10)
+    assert generation.warm_up(checkpoint) is None                   # already warm
+    assert calls == [(checkpoint, 100, 225, "cfrl-warm-up-sampler")]
