@@ -164,6 +164,7 @@ def test_generate_score_click_view_shortlist_restart_export(setup):
             screen_rows = load_screen(screen, structures=False)
             assert placed(page) - placed_before == int(screen_rows["fom_ev"].notna().sum())   # each scored screen row is a point
             shot(page, "explore_screen")
+            page.close()   # frees its WebGL contexts (Chromium keeps a bounded number alive)
         # ---- second server on the same data: the shortlist survived --------------------------------
         with harness.AppServer(env, log) as server:
             page = chromium.new_page(viewport=VIEWPORT, accept_downloads=True)
@@ -175,7 +176,13 @@ def test_generate_score_click_view_shortlist_restart_export(setup):
             entry = page.locator('[data-testid="stSelectbox"]').filter(has_text="Show entry").locator("input")
             assert entry.input_value() == f"#1 {formula} (base)"
             page.get_by_role("heading", name=re.compile(rf"^{re.escape(formula)} · shortlist #1")).wait_for()
-            harness.viewer_canvas(page)
+            try:
+                harness.viewer_canvas(page)
+            except TimeoutError:   # say what the page holds instead of a bare timeout
+                page.screenshot(path=str(tmp / "no_viewer_canvas.png"), full_page=True)
+                frames = [(f.url, f.locator("canvas").count(), f.content()[:300]) for f in page.frames[1:]]
+                raise AssertionError(f"no 3D viewer canvas after the restart; iframes {page.locator('iframe').count()}, "
+                                     f"frames {frames}; screenshot {tmp / 'no_viewer_canvas.png'}") from None
             page.wait_for_timeout(1000)
             shot(page, "shortlist")
             with page.expect_download() as download:
