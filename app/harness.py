@@ -166,8 +166,6 @@ class RunWatcher:
                 raise TimeoutError(f"page {title!r}: no finished script run within {timeout_s:.0f} s")
             self.page.wait_for_timeout(10)   # lets Playwright deliver websocket events
         self.page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
-        if os.environ.get("CFRL_DEBUG_TIMING"):
-            print(f"DEBUG {title}: finished {self.finished[-1] - start:.2f} s, painted {time.perf_counter() - start:.2f} s", flush=True)
         return time.perf_counter() - start
 
 
