@@ -42,16 +42,22 @@ def load_matbench_dielectric() -> tuple[list[Structure], np.ndarray]:
     return table().structures_and_n()
 
 
-def load_hull_structures() -> list[Structure]:
-    """Structures of the Materials Project entry sets (``Kind A`` files) in ``$CFRL_DATA_DIR/hulls``."""
+def _hull_structure_dicts() -> list[dict]:
+    """The ``structure`` dicts of the Materials Project entries (``Kind A`` files) in ``$CFRL_DATA_DIR/hulls``,
+    each with its entry's ``composition`` when the file gives one."""
     folder = settings.require(settings.data_dir() / "hulls", "hull reference entries folder",
                               "Set CFRL_DATA_DIR to the folder holding hulls/*.json.gz (default ../shared/data).")
     out = []
     for path in sorted(folder.glob("*.json.gz")):
         with gzip.open(path, "rt") as fh:
             entries = json.load(fh)
-        out += [Structure.from_dict(e["structure"]) for e in entries if isinstance(e, dict) and "structure" in e]
+        out += [e for e in entries if isinstance(e, dict) and "structure" in e]
     return out
+
+
+def load_hull_structures() -> list[Structure]:
+    """Structures of the Materials Project entry sets (``Kind A`` files) in ``$CFRL_DATA_DIR/hulls``."""
+    return [Structure.from_dict(e["structure"]) for e in _hull_structure_dicts()]
 
 
 def training_structure_sources() -> list[tuple[str, Callable[[], Structure]]]:
@@ -63,16 +69,9 @@ def training_structure_sources() -> list[tuple[str, Callable[[], Structure]]]:
     formulas = matbench.column("formula")
     out: list[tuple[str, Callable[[], Structure]]] = [
         (str(formulas[row]), functools.partial(matbench.structure, row)) for row in matbench.rows]
-    folder = settings.require(settings.data_dir() / "hulls", "hull reference entries folder",
-                              "Set CFRL_DATA_DIR to the folder holding hulls/*.json.gz (default ../shared/data).")
-    for path in sorted(folder.glob("*.json.gz")):
-        with gzip.open(path, "rt") as fh:
-            entries = json.load(fh)
-        for entry in entries:
-            if isinstance(entry, dict) and "structure" in entry:
-                formula = Composition(entry["composition"]).formula if "composition" in entry else \
-                    Structure.from_dict(entry["structure"]).formula
-                out.append((formula, functools.partial(Structure.from_dict, entry["structure"])))
+    for entry in _hull_structure_dicts():
+        load = functools.partial(Structure.from_dict, entry["structure"])
+        out.append((Composition(entry["composition"]).formula if "composition" in entry else load().formula, load))
     return out
 
 

@@ -27,23 +27,19 @@ from pymatgen.core import Structure
 SYMPREC_A = 0.1   # Å, the tolerance generated crystals are judged at (CrystalFormer, MatterGen use 0.1)
 
 
-def _cell_key(structure: Structure) -> tuple[bytes, int]:
-    lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64)
-    frac = np.ascontiguousarray(structure.frac_coords, dtype=np.float64)
-    numbers = np.asarray(structure.atomic_numbers, dtype=np.int64)
-    digest = hashlib.blake2b(lattice.tobytes() + frac.tobytes() + numbers.tobytes(), digest_size=16).digest()
-    return digest, len(numbers)
+def _cell_key(lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray) -> bytes:
+    return hashlib.blake2b(lattice.tobytes() + frac.tobytes() + numbers.tobytes(), digest_size=16).digest()
 
 
-def _moyo_number(lattice: np.ndarray, frac: np.ndarray, numbers: list[int], symprec: float) -> int:
+def _moyo_number(lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray, symprec: float) -> int:
     import moyopy
 
     _quiet_moyo()
-    cell = moyopy.Cell(np.asarray(lattice, dtype=float).tolist(), np.asarray(frac, dtype=float).tolist(), list(numbers))
+    cell = moyopy.Cell(lattice.tolist(), frac.tolist(), numbers.tolist())
     return int(moyopy.MoyoDataset(cell, symprec=symprec).number)
 
 
-def _spglib_number(lattice: np.ndarray, frac: np.ndarray, numbers: list[int], symprec: float) -> int | None:
+def _spglib_number(lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray, symprec: float) -> int | None:
     import spglib
 
     try:
@@ -60,27 +56,28 @@ def _quiet_moyo() -> None:
     logging.getLogger("moyo").setLevel(logging.ERROR)
 
 
-_CACHE: OrderedDict[tuple[bytes, int, float], int | None] = OrderedDict()
+_CACHE: OrderedDict[tuple[bytes, float], int | None] = OrderedDict()
 _CACHE_SIZE = 4096
 _LOCK = threading.Lock()
 
 
 def space_group_number(structure: Structure, symprec: float = SYMPREC_A) -> int | None:
-    """International space-group number of ``structure`` found by spglib at tolerance ``symprec`` (Å).
+    """International space-group number of ``structure`` at tolerance ``symprec`` (Å), found by moyo
+    (spglib when moyo gives up).
 
     Returns None for a cell without a volume or with non-finite numbers, and when neither finder can read
     the cell (the cell is not an error).
     """
-    matrix = np.asarray(structure.lattice.matrix, dtype=float)
-    if not (np.all(np.isfinite(matrix)) and np.all(np.isfinite(structure.frac_coords))
-            and abs(np.linalg.det(matrix)) > 1e-6):
+    lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64)
+    frac = np.ascontiguousarray(structure.frac_coords, dtype=np.float64)
+    numbers = np.asarray(structure.atomic_numbers, dtype=np.int64)
+    if not (np.all(np.isfinite(lattice)) and np.all(np.isfinite(frac)) and abs(np.linalg.det(lattice)) > 1e-6):
         return None
-    key = (*_cell_key(structure), float(symprec))
+    key = (_cell_key(lattice, frac, numbers), float(symprec))
     with _LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    lattice, frac, numbers = structure.lattice.matrix, structure.frac_coords, structure.atomic_numbers
     try:
         number: int | None = _moyo_number(lattice, frac, numbers, symprec)
     except Exception:  # noqa: BLE001 - moyo gives up on some cells ("primitive symmetry search failed")

@@ -182,11 +182,7 @@ def wyckoff_table(g: int) -> tuple[WyckoffPosition, ...]:
 @functools.cache
 def spacegroup_symbol(g: int) -> str:
     """Hermann–Mauguin symbol, e.g. 225 -> 'Fm-3m'."""
-    return _symbol(check_spacegroup(g))
-
-
-def _symbol(g: int) -> str:
-    return _symbols()[g]
+    return _symbols()[check_spacegroup(g)]
 
 
 @functools.cache

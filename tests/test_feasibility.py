@@ -19,9 +19,9 @@ from core.scoring.feasibility import (
     check_symmetry,
     feasibility,
     feasibility_frame,
-    space_group,
 )
 from core.scoring.metrics import NoveltyChecker
+from core.symmetry import space_group_number
 from scoring_doubles import fluorite, rocksalt
 
 
@@ -58,7 +58,7 @@ def test_relaxation_and_symmetry_from_structures():
     same = rocksalt(5.75)                       # uniform 1 % expansion: matches, same space group
     distorted = generated.copy()
     distorted.translate_sites([0], [0.06, 0.03, 0.0])   # off-centre Na: symmetry drops below Fm-3m
-    assert space_group(generated) == 225
+    assert space_group_number(generated) == 225
     assert check_relaxation({}, generated, same).passed is True
     assert check_symmetry(generated, same).passed is True
     broken = check_symmetry(generated, distorted)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.core.operations import SymmOp
 
 from core.scoring.fom import figure_of_merit
@@ -166,3 +166,16 @@ def test_summarize_rates():
     assert s["mean_fom_ev"] == pytest.approx(6.0)
     no_training = summarize(df.assign(novel=[None] * 4))
     assert math.isnan(no_training["novelty"]) and math.isnan(no_training["sun_rate"])
+
+
+def test_training_sources_name_every_training_structure_by_its_own_formula():
+    from core import data
+
+    sources = data.training_structure_sources()
+    matbench, _ = data.load_matbench_dielectric()
+    hulls = data.load_hull_structures()
+    assert len(sources) == len(matbench) + len(hulls)
+    key = lambda formula: Composition(formula).element_composition.reduced_formula  # noqa: E731
+    for (formula, load), structure in zip(sources[::97], (matbench + hulls)[::97]):
+        built = load()
+        assert built == structure and key(formula) == key(structure.formula)

@@ -97,11 +97,6 @@ def _flag(row: Mapping[str, Any], key: str) -> bool | None:
     return bool(value)
 
 
-def space_group(structure: Structure, symprec: float = SYMPREC_A) -> int | None:
-    """International space-group number (spglib at ``symprec`` Å), or None when spglib finds none."""
-    return space_group_number(structure, symprec)
-
-
 def check_charge(structure: Structure) -> Check:
     ok = composition_validity(structure)
     formula = structure.composition.reduced_formula
@@ -148,7 +143,7 @@ def check_symmetry(generated: Structure | None, relaxed: Structure | None, row: 
     """Space group of the relaxed structure vs the generated one; without a relaxed structure, the found
     space group (``spacegroup_found``) vs the intended one (``spacegroup``) when a row gives both."""
     if generated is not None and relaxed is not None:
-        before, after = space_group(generated), space_group(relaxed)
+        before, after = space_group_number(generated, SYMPREC_A), space_group_number(relaxed, SYMPREC_A)
         if before is None or after is None:
             return Check("symmetry_kept", None, "no space group found")
         return Check("symmetry_kept", before == after, f"space group {before} → {after} on relaxation")

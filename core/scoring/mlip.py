@@ -46,8 +46,8 @@ from core.errors import InvalidInputError, ScoringError
 from core.scoring.device import pick_torch_device
 
 MLIP_NAMES = ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "orb")
-DEFAULT_MLIP = "m3gnet"   # by measurement: 66 vs 7.7 structures/s scored (bench/scoring.md) at a relaxed E_hull MAE of
-                          # 0.015 vs 0.012 eV/atom for SevenNet-0, the most accurate (bench/mlip_accuracy.md)
+DEFAULT_MLIP = "m3gnet"   # by measurement: 13 vs 118 ms per energy for SevenNet-0 (bench/scoring.md) at a relaxed E_hull
+                          # MAE of 0.015 vs 0.012 eV/atom for SevenNet-0, the most accurate (bench/mlip_accuracy.md)
 GPA_PER_EV_A3 = 160.21766208  # 1 eV/Å³ in GPa
 
 # registry key -> (module, factory function); modules import their outside library lazily
