@@ -1,7 +1,6 @@
 """What the Generate and Compare pages ask the sampler for, and how samples are tabulated."""
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -9,6 +8,7 @@ from typing import Callable
 
 import pandas as pd
 
+from app.runtime import warm_up_enabled
 from core.errors import InvalidInputError
 
 MAX_SAMPLES = 1000
@@ -80,7 +80,7 @@ def warm_up(checkpoint) -> threading.Thread | None:
     background, once per checkpoint and process, so the sampler is traced and compiled before the first
     Generate click (4-5 s on a CPU, 0.3 s once compiled; other sample counts share its chunk shapes).
     Off with ``CFRL_APP_WARMUP=0`` (tests)."""
-    if os.environ.get("CFRL_APP_WARMUP", "1") == "0" or checkpoint is None:
+    if not warm_up_enabled() or checkpoint is None:
         return None
     with _WARMED_LOCK:
         if id(checkpoint) in _WARMED:

@@ -118,10 +118,15 @@ def wait_idle(page, timeout_s: float = 120.0, settle_s: float = 0.3) -> None:
     raise TimeoutError("the app kept running for more than %.0f s" % timeout_s)
 
 
-def open_page(page, title: str, timeout_s: float = 60.0) -> None:
+def _click_page(page, title: str, timeout_s: float) -> None:
     """Click a page in the sidebar navigation and wait for its title."""
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
     page.get_by_role("heading", name=title, exact=True).wait_for(timeout=timeout_s * 1000)
+
+
+def open_page(page, title: str, timeout_s: float = 60.0) -> None:
+    """Click a page in the sidebar navigation, wait for its title and the end of its script run."""
+    _click_page(page, title, timeout_s)
     wait_idle(page)
 
 
@@ -158,15 +163,18 @@ class RunWatcher:
         has been painted after both."""
         seen = len(self.finished)
         start = time.perf_counter()
-        self.page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
-        self.page.get_by_role("heading", name=title, exact=True).wait_for(timeout=timeout_s * 1000)
-        deadline = start + timeout_s
-        while len(self.finished) <= seen:
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"page {title!r}: no finished script run within {timeout_s:.0f} s")
-            self.page.wait_for_timeout(10)   # lets Playwright deliver websocket events
+        _click_page(self.page, title, timeout_s)
+        self.wait_finished(seen, start + timeout_s, title)
         self.page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")
         return time.perf_counter() - start
+
+    def wait_finished(self, seen: int, deadline: float, what: str) -> float:
+        """Wait for a full script run to finish after the first ``seen``; the ``perf_counter`` moment it did."""
+        while len(self.finished) <= seen:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{what}: no finished script run in time")
+            self.page.wait_for_timeout(10)   # lets Playwright deliver websocket events
+        return self.finished[seen]
 
 
 def screenshot(page, path, height: int | None = None) -> None:

@@ -8,13 +8,12 @@ message, never a traceback in the page. The thread never calls Streamlit.
 """
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 import traceback
 from typing import Any, Callable, Iterator
 
+from app.runtime import trace
 from core.errors import CrystalFormerError
 
 StopFlag = Callable[[], bool]
@@ -65,9 +64,8 @@ class Job:
     def report(self, done: int | None = None, total: int | None = None, phase: str | None = None) -> None:
         """Progress from inside the work: ``done`` of ``total`` in ``phase`` (called by the job's thread)."""
         if phase is not None:
-            if phase != self.phase and os.environ.get("CFRL_APP_TRACE"):
-                print(f"CFRL_TRACE {time.time():.3f} job {self.name} {phase} at {self.elapsed_s:.2f} s",
-                      file=sys.stderr, flush=True)
+            if phase != self.phase:
+                trace(f"job {self.name} {phase} at {self.elapsed_s:.2f} s")
             self.phase = phase
         if total is not None:
             self.total = total
@@ -119,6 +117,4 @@ class Job:
                 except Exception as exc:  # noqa: BLE001
                     self.error = self.error or f"{type(exc).__name__} while finishing: {exc}"
             self.finished_at = time.time()
-            if os.environ.get("CFRL_APP_TRACE"):
-                print(f"CFRL_TRACE {time.time():.3f} job {self.name} ended after {self.elapsed_s:.2f} s",
-                      file=sys.stderr, flush=True)
+            trace(f"job {self.name} ended after {self.elapsed_s:.2f} s")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +20,7 @@ import streamlit as st  # noqa: E402
 
 from app.navigation import pages  # noqa: E402
 from app.state import keep_widget_values  # noqa: E402
-from app.runtime import enable_compilation_cache  # noqa: E402
+from app.runtime import enable_compilation_cache, trace  # noqa: E402
 from app.scoring import warm_up  # noqa: E402
 from app.widgets import sidebar_checkpoint  # noqa: E402
 
@@ -31,17 +32,9 @@ keep_widget_values()
 st.logo(str(ROOT / "app" / "logo.svg"), size="large")
 navigation = st.navigation(pages(), position="sidebar")
 sidebar_checkpoint()
+_started = time.perf_counter()
 try:
-    if os.environ.get("CFRL_APP_TRACE"):  # one line per script run on stderr (bench/app_latency.py reads them)
-        import time
-
-        _start = time.perf_counter()
-        try:
-            navigation.run()
-        finally:
-            print(f"CFRL_TRACE {time.time():.3f} run {navigation.title!r} {time.perf_counter() - _start:.3f} s",
-                  file=sys.stderr, flush=True)
-    else:
-        navigation.run()
+    navigation.run()
 finally:
+    trace(f"run {navigation.title!r} {time.perf_counter() - _started:.3f} s")
     warm_up()  # once per server process, after the first page is drawn: scoring models load in the background

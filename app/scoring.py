@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
 from app.jobs import Job
+from app.runtime import warm_up_enabled
 from app.pool import Pool
 
 FALLBACK_MLIP_NAMES = ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "orb")
@@ -219,7 +220,7 @@ def warm_up(settings: ScoreSettings | None = None) -> threading.Thread | None:
     Off with the fake scorer (tests) and with ``CFRL_APP_WARMUP=0``.
     """
     global _WARM_UP
-    if _WARM_UP is not None or SCORER is not None or os.environ.get("CFRL_APP_WARMUP", "1") == "0":
+    if _WARM_UP is not None or SCORER is not None or not warm_up_enabled():
         return _WARM_UP
     if scoring_unavailable():
         return None

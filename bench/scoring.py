@@ -73,14 +73,13 @@ def timed(fn):
 
 def stage_breakdown(structures: list[Structure], mlip, batch_size: int) -> dict[str, float]:
     """Seconds spent in each batched stage, run on their own."""
+    from core import symmetry
     from core.scoring.hull import load_hull_reference
     from core.scoring.pipeline import _Row, load_property_models
     from core.scoring.references.store import energy_predictor
 
     gap_model, eps_model = load_property_models()
     reference = load_hull_reference("bundled", mlip)
-    from core import symmetry
-
     chunks = [structures[i:i + batch_size] for i in range(0, len(structures), batch_size)]
     times = {}
     symmetry.clear_cache()  # the row stage finds the space groups; the ε stage reuses them, as in the pipeline
