@@ -254,3 +254,32 @@ def test_bundled_matbench_file_is_found_without_importing_crystal_toolkit_and_mi
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(MissingResourceError, match="pip install crystal-toolkit"):
         matbench.matbench_dielectric_path()
+
+
+def test_sulfur_shortcut_gives_the_correction_pymatgen_computes_itself():
+    """Sulphides without an element more electronegative than S skip pymatgen's symmetry analysis; the MP2020
+    correction must equal the one MP2020 computes from the structure itself, for sulphides and sulfates alike."""
+    from pymatgen.core import Composition
+
+    from core.scoring.references.matbench import load_matbench_dielectric
+
+    table = load_matbench_dielectric()
+    formulas = table.column("formula")
+    rows = [row for row in table.rows if "S" in Composition(str(formulas[row])).as_dict()][::4]
+    kinds = {"shortcut": 0, "sulfate": 0}
+    for row in rows:
+        structure = table.structure(str(row))
+        if structure.composition.is_element:
+            continue
+        ours = mlip_entry(structure, -5.0 * len(structure), corrected=True)
+        theirs = ComputedStructureEntry(structure, -5.0 * len(structure),
+                                        parameters=mp_run_parameters(structure.composition),
+                                        data={"oxidation_states": ours.data["oxidation_states"],
+                                              **({"oxide_type": ours.data["oxide_type"]} if "oxide_type" in ours.data else {})})
+        hull.mp2020().process_entry(theirs, on_error="raise")
+        assert ours.correction == pytest.approx(theirs.correction, abs=1e-9), structure.formula
+        kind = hull.sulfur_anion_type(structure.composition, structure)
+        electronegative = any(el.X > hull.Element("S").X for el in structure.composition.elements)
+        kinds["shortcut"] += not electronegative
+        kinds["sulfate"] += kind == "sulfate"
+    assert kinds["shortcut"] > 50 and kinds["sulfate"] > 10, kinds

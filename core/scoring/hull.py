@@ -112,6 +112,25 @@ def _oxidation_states(reduced_formula: str) -> dict[str, float]:
     return dict((guesses or ({},))[0])
 
 
+_SULFUR = Element("S")
+
+
+def sulfur_anion_type(composition: Composition, structure: Structure) -> str:
+    """How MP2020 reads the sulphur of ``structure``: ``"sulfide"`` or ``"polysulfide"`` (both get the S
+    correction) or ``"sulfate"`` (none). Single elements get no correction whatever this says.
+
+    pymatgen's ``sulfide_type`` calls a sulphur a sulfate when the mean Pauling electronegativity of
+    its (up to four) nearest neighbours exceeds sulphur's, otherwise a sulfide or polysulfide, which
+    MP2020 corrects alike. Without an element more electronegative than S (O, N, F, Cl, Br, I, ...)
+    that mean cannot exceed it, so the answer is "sulfide" without pymatgen's symmetry analysis
+    (spglib, 4 ms a structure). Otherwise pymatgen decides; its None (a sulfate) is returned as
+    "sulfate", so that MP2020 does not run the analysis a second time.
+    """
+    if all(el.X <= _SULFUR.X for el in composition.elements):  # NaN (no X) compares False: pymatgen decides
+        return "sulfide"
+    return sulfide_type(structure) or "sulfate"
+
+
 def mlip_entry(structure: Structure, energy_ev: float, *, corrected: bool, entry_id: str | None = None) -> ComputedStructureEntry:
     """A ComputedStructureEntry of an MLIP total energy (eV), with MP2020 corrections if ``corrected``.
 
@@ -135,7 +154,7 @@ def mlip_entry(structure: Structure, energy_ev: float, *, corrected: bool, entry
     if Element("O") in composition:
         data["oxide_type"] = oxide_type(structure)
     if Element("S") in composition:
-        data["sulfide_type"] = sulfide_type(structure)
+        data["sulfide_type"] = sulfur_anion_type(composition, structure)
     entry = ComputedStructureEntry(structure, float(energy_ev), parameters=mp_run_parameters(composition),
                                    data=data, entry_id=entry_id)
     try:
