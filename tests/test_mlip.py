@@ -134,6 +134,37 @@ def test_a_failing_batch_is_split_so_only_the_culprit_fails(m3gnet, monkeypatch)
     assert isinstance(results[1], ScoringError) and "out of memory" in str(results[1])
 
 
+
+def test_three_body_graph_built_in_tensors_equals_matgls_own(m3gnet):
+    """The backend hands M3GNet a line graph built with tensor ops; it must be the one M3GNet builds itself
+    (same bond pairs in the same order), so the energies are the same to the bit."""
+    import torch
+    from matgl.graph._compute import create_line_graph
+    from torch_geometric.data import Batch
+
+    structures = [rattled(seed=1), rocksalt(5.2), Structure(Lattice.cubic(3.0), ["Si"], [[0, 0, 0]])]
+    graphs = [m3gnet._converter.get_graph(s) for s in structures]
+    batch = Batch.from_data_list([g for g, _, _ in graphs])
+    lattice = torch.cat([lat.reshape(1, 3, 3) for _, lat, _ in graphs])
+    ours = m3gnet._line_graph(batch, lattice)
+    pos = (batch.frac_coords.unsqueeze(-1) * lattice[batch.batch]).sum(dim=1)
+    shift = (batch.pbc_offset.unsqueeze(-1) * lattice[batch.batch[batch.edge_index[0]]]).sum(dim=1)
+    vec = pos[batch.edge_index[1]] + shift - pos[batch.edge_index[0]]
+    theirs = create_line_graph(batch.edge_index, vec.norm(dim=1), vec, shift, pos.size(0),
+                               m3gnet.potential.model.threebody_cutoff)
+    assert ours["line_edge_index"].shape[1] > 1000
+    for key in ("line_edge_index", "n_triple_ij", "kept_edge_ids"):
+        assert torch.equal(ours[key].long(), theirs[key].long()), key
+    with_graph = [e for e, _, _ in m3gnet._predict_batch(structures, False)]
+    original = m3gnet._line_graph
+    try:
+        m3gnet._line_graph = lambda batch, lattice: None   # M3GNet builds its own
+        without = [e for e, _, _ in m3gnet._predict_batch(structures, False)]
+    finally:
+        m3gnet._line_graph = original
+    assert with_graph == without
+
+
 # --- every backend with weights in the environment -------------------------------------------------
 
 def assert_physics(model, structure: Structure, invariant: bool = True) -> None:

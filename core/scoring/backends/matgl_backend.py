@@ -38,6 +38,25 @@ class MatglPES(BatchedMLIP):
 
         return PESCalculator(self.potential, stress_unit="eV/A3", use_voigt=True)
 
+    def _line_graph(self, batch: Any, lattice: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """M3GNet's three-body line graph (pairs of bonds ≤ ``threebody_cutoff`` Å sharing an atom), built
+        with tensor operations; None for models without three-body terms.
+
+        Left to itself M3GNet builds it with a Python loop over the atoms of the batch (0.5 ms a
+        structure, an eighth of its time here). Bond lengths are computed with the operations
+        ``Potential.forward`` uses, bit for bit, so M3GNet accepts the bonds this graph keeps.
+        """
+        cutoff = getattr(self.potential.model, "threebody_cutoff", None)
+        if cutoff is None:
+            return None
+        from matgl.graph._compute import compute_pair_vector_and_distance, create_line_graph_torch
+
+        with torch.no_grad():
+            pos = (batch.frac_coords.unsqueeze(-1) * lattice[batch.batch]).sum(dim=1)
+            shift = (batch.pbc_offset.unsqueeze(-1) * lattice[batch.batch[batch.edge_index[0]]]).sum(dim=1)
+            bond_vec, bond_dist = compute_pair_vector_and_distance(pos, batch.edge_index, shift)
+            return create_line_graph_torch(batch.edge_index, bond_dist, bond_vec, pos.size(0), float(cutoff))
+
     def _predict_batch(self, structures: list[Structure], forces: bool) -> list[tuple[float, Any, Any]]:
         from torch_geometric.data import Batch
 
@@ -51,10 +70,11 @@ class MatglPES(BatchedMLIP):
         self.potential.calc_forces = self.potential.calc_stresses = forces  # False: no backward pass
         try:
             if forces:
-                energies, force_out, stresses, _ = self.potential(batch, lattice)
+                energies, force_out, stresses, _ = self.potential(batch, lattice, l_g=self._line_graph(batch, lattice))
             else:
                 with torch.inference_mode():  # no autograd bookkeeping when no gradient is wanted
-                    energies, force_out, stresses, _ = self.potential(batch, lattice)
+                    energies, force_out, stresses, _ = self.potential(batch, lattice,
+                                                                      l_g=self._line_graph(batch, lattice))
         finally:
             self.potential.calc_forces = self.potential.calc_stresses = True
         energies = energies.detach().reshape(-1).cpu().numpy().astype(float).tolist()
