@@ -9,26 +9,19 @@ matbench_dielectric they agree on 98.9 % (moyo finds a different group for 50 bo
 
 Scoring asks for the space group of the same crystal several times (the table's column, a descriptor
 of the dielectric model, the feasibility check that the relaxed crystal kept its symmetry), so the
-answer is memoised by the cell's content: lattice (Å), fractional coordinates and atomic numbers, bit
-for bit. Two structures with the same content share the answer whatever their Python identity; a
-structure edited in place gets a new key.
+answer is memoised by the cell's content (``core.cell_memo``).
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import threading
-from collections import OrderedDict
 
 import numpy as np
 from pymatgen.core import Structure
 
+from core.cell_memo import Cell, CellMemo
+
 SYMPREC_A = 0.1   # Å, the tolerance generated crystals are judged at (CrystalFormer, MatterGen use 0.1)
-
-
-def _cell_key(lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray) -> bytes:
-    return hashlib.blake2b(lattice.tobytes() + frac.tobytes() + numbers.tobytes(), digest_size=16).digest()
 
 
 def _moyo_number(lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray, symprec: float) -> int:
@@ -56,9 +49,7 @@ def _quiet_moyo() -> None:
     logging.getLogger("moyo").setLevel(logging.ERROR)
 
 
-_CACHE: OrderedDict[tuple[bytes, float], int | None] = OrderedDict()
-_CACHE_SIZE = 4096
-_LOCK = threading.Lock()
+_MEMO: CellMemo[int | None] = CellMemo(4096)
 
 
 def space_group_number(structure: Structure, symprec: float = SYMPREC_A) -> int | None:
@@ -68,28 +59,19 @@ def space_group_number(structure: Structure, symprec: float = SYMPREC_A) -> int 
     Returns None for a cell without a volume or with non-finite numbers, and when neither finder can read
     the cell (the cell is not an error).
     """
-    lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=np.float64)
-    frac = np.ascontiguousarray(structure.frac_coords, dtype=np.float64)
-    numbers = np.asarray(structure.atomic_numbers, dtype=np.int64)
-    if not (np.all(np.isfinite(lattice)) and np.all(np.isfinite(frac)) and abs(np.linalg.det(lattice)) > 1e-6):
+    cell = Cell.of(structure)
+    if not cell.finite:
         return None
-    key = (_cell_key(lattice, frac, numbers), float(symprec))
-    with _LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
+    return _MEMO.get((cell.key, float(symprec)), lambda: _find(cell, symprec))
+
+
+def _find(cell: Cell, symprec: float) -> int | None:
     try:
-        number: int | None = _moyo_number(lattice, frac, numbers, symprec)
+        return _moyo_number(cell.lattice, cell.frac_coords, cell.numbers, symprec)
     except Exception:  # noqa: BLE001 - moyo gives up on some cells ("primitive symmetry search failed")
-        number = _spglib_number(lattice, frac, numbers, symprec)
-    with _LOCK:
-        _CACHE[key] = number
-        if len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return number
+        return _spglib_number(cell.lattice, cell.frac_coords, cell.numbers, symprec)
 
 
 def clear_cache() -> None:
-    """Forget every memoised space group (benchmarks timing spglib on structures seen before)."""
-    with _LOCK:
-        _CACHE.clear()
+    """Forget every memoised space group (benchmarks timing the finder on structures seen before)."""
+    _MEMO.clear()

@@ -41,6 +41,7 @@ from pymatgen.core import Element, Structure
 from pymatgen.core.units import amu_to_kg  # density in g/cm³ exactly as Structure.density, without its unit objects
 
 from core.errors import CheckpointError, InvalidInputError, ScoringError
+from core.neighbors import neighbor_list
 from core.settings import checkpoints_dir, require
 from core.symmetry import space_group_number
 
@@ -160,9 +161,8 @@ def descriptors(structure: Structure) -> np.ndarray:
 
     nsites, volume = len(structure), structure.volume
     radius = table[numbers, _column("CovalentRadius")] / 100.0  # Å
-    centres, neighbours, _, distances = structure.get_neighbor_list(NEIGHBOUR_CUTOFF_A)
-    nearest = np.full(nsites, np.inf)
-    np.minimum.at(nearest, centres, distances)
+    pairs = neighbor_list(structure, NEIGHBOUR_CUTOFF_A)
+    centres, neighbours, distances, nearest = pairs.centres, pairs.neighbours, pairs.distances, pairs.nearest
     if not np.isfinite(nearest).all():
         site = int(np.flatnonzero(~np.isfinite(nearest))[0])
         raise ScoringError(f"isolated atom: site {site} has no neighbour within {NEIGHBOUR_CUTOFF_A} Å")

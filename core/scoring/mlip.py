@@ -43,6 +43,8 @@ import numpy as np
 from pymatgen.core import Structure
 
 from core.errors import InvalidInputError, ScoringError
+from core.neighbors import RADIUS_A as NEIGHBOR_RADIUS_A
+from core.neighbors import neighbor_list
 from core.scoring.device import pick_torch_device
 
 MLIP_NAMES = ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "orb")
@@ -139,13 +141,14 @@ def check_structure(structure: Structure, *, label: str, elements: frozenset[str
         missing = sorted({el.symbol for el in structure.composition.elements} - elements)
         if missing:
             raise ScoringError(f"element {', '.join(missing)} not covered by {label}")
-    centres, neighbours, _, distances = structure.get_neighbor_list(max(cutoff_a, limits.min_distance_a))
-    close = distances < limits.min_distance_a
+    radius = max(cutoff_a, limits.min_distance_a)
+    pairs = neighbor_list(structure, max(radius, NEIGHBOR_RADIUS_A))  # one list per structure for every model
+    close = pairs.distances < limits.min_distance_a
     if np.any(close):
-        i, j = int(centres[close][0]), int(neighbours[close][0])
+        i, j = int(pairs.centres[close][0]), int(pairs.neighbours[close][0])
         raise ScoringError(f"overlapping atoms: sites {i} ({structure[i].specie}) and {j} ({structure[j].specie}) "
-                           f"are {float(distances[close].min()):.3f} Å apart (< {limits.min_distance_a} Å)")
-    lonely = np.setdiff1d(np.arange(len(structure)), centres)
+                           f"are {float(pairs.distances[close].min()):.3f} Å apart (< {limits.min_distance_a} Å)")
+    lonely = np.flatnonzero(pairs.nearest > radius)
     if lonely.size:
         site = int(lonely[0])
         raise ScoringError(f"isolated atom: site {site} ({structure[site].specie}) has no neighbour within "

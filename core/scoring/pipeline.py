@@ -118,7 +118,9 @@ class _Row:
             self.values["formula"] = composition.reduced_formula
             self.values["nsites"] = len(self.input)
             self.values["comp_valid"] = composition_validity(composition)
-            if 0 < len(self.input) <= MAX_SITES:
+            if problem is None:  # input_problem holds every condition of structure validity
+                self.values["struct_valid"] = True
+            elif 0 < len(self.input) <= MAX_SITES:
                 self.values["struct_valid"] = structure_validity(self.input)
         if problem is not None:
             self.errors.append(problem)
