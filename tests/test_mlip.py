@@ -139,11 +139,13 @@ def test_three_body_graph_built_in_tensors_equals_matgls_own(m3gnet):
     """The backend hands M3GNet a line graph built with tensor ops; it must be the one M3GNet builds itself
     (same bond pairs in the same order), so the energies are the same to the bit."""
     import torch
+    from matgl.ext.pymatgen import Structure2Graph
     from matgl.graph._compute import create_line_graph
     from torch_geometric.data import Batch
 
     structures = [rattled(seed=1), rocksalt(5.2), Structure(Lattice.cubic(3.0), ["Si"], [[0, 0, 0]])]
-    graphs = [m3gnet._converter.get_graph(s) for s in structures]
+    converter = Structure2Graph(m3gnet.potential.model.element_types, m3gnet.cutoff_a)
+    graphs = [converter.get_graph(s) for s in structures]
     batch = Batch.from_data_list([g for g, _, _ in graphs])
     lattice = torch.cat([lat.reshape(1, 3, 3) for _, lat, _ in graphs])
     ours = m3gnet._line_graph(batch, lattice)
@@ -163,6 +165,31 @@ def test_three_body_graph_built_in_tensors_equals_matgls_own(m3gnet):
     finally:
         m3gnet._line_graph = original
     assert with_graph == without
+
+
+
+def test_graph_batch_is_the_batch_matgl_builds(m3gnet):
+    """Our batched graphs (neighbour lists found once per structure) equal matgl's converter + PyG collate."""
+    import torch
+    from matgl.ext.pymatgen import Structure2Graph
+    from torch_geometric.data import Batch
+
+    from core.scoring.backends.matgl_graphs import graph_batch
+
+    structures = [rattled(seed=2), rocksalt(5.2), Structure(Lattice.cubic(3.0), ["Si"], [[0, 0, 0]]),
+                  Structure(Lattice.hexagonal(3.2, 5.2), ["Zn", "Zn", "O", "O"],
+                            [[1 / 3, 2 / 3, 0], [2 / 3, 1 / 3, 0.5], [1 / 3, 2 / 3, 0.38], [2 / 3, 1 / 3, 0.88]])]
+    for cutoff in (4.0, 5.0):
+        converter = Structure2Graph(m3gnet.potential.model.element_types, cutoff)
+        graphs = [converter.get_graph(s) for s in structures]
+        theirs = Batch.from_data_list([g for g, _, _ in graphs])
+        ours, lattice = graph_batch(structures, m3gnet.potential.model.element_types, cutoff, with_positions=True)
+        for key in ("edge_index", "pbc_offset", "node_type", "frac_coords", "batch", "ptr"):
+            assert getattr(ours, key).dtype == getattr(theirs, key).dtype, key
+            assert torch.equal(getattr(ours, key), getattr(theirs, key)), key
+        assert torch.equal(lattice, torch.cat([lat.reshape(1, 3, 3) for _, lat, _ in graphs]))
+        assert ours.num_graphs == len(structures)
+        assert torch.equal(ours.pos, torch.cat([g.frac_coords @ lat[0] for g, lat, _ in graphs]))
 
 
 # --- every backend with weights in the environment -------------------------------------------------

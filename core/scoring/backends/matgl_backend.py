@@ -1,7 +1,6 @@
 """matgl potentials (M3GNet, TensorNet) loaded through ``legacy_matgl`` so they give their published numbers.
 
-Batched ``predict`` turns each structure into a matgl PyG graph, merges them into one
-``torch_geometric`` batch and evaluates energy, forces (−dE/dx) and stress (dE/dε / V) in one pass.
+Batched ``predict`` turns the structures into one batch of matgl PyG graphs (``matgl_graphs``) and evaluates energy, forces (−dE/dx) and stress (dE/dε / V) in one pass.
 Energy corrections: M3GNet-MP-2021.2.8-PES predicts raw MP PBE/PBE+U energies (MP2020 applies);
 the two MatPES models predict MatPES-PBE energies (no correction; not on MP's GGA+U scale).
 """
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
+from core.scoring.backends.matgl_graphs import graph_batch
 from core.scoring.legacy_matgl import load_matgl
 from core.scoring.mlip import GPA_PER_EV_A3, BatchedMLIP, stress_3x3_to_voigt
 
@@ -29,9 +29,7 @@ class MatglPES(BatchedMLIP):
         model = self.potential.model
         self.elements = frozenset(model.element_types)
         self.cutoff_a = float(model.cutoff)
-        from matgl.ext.pymatgen import Structure2Graph
-
-        self._converter = Structure2Graph(element_types=model.element_types, cutoff=model.cutoff)
+        self._element_types = tuple(model.element_types)
 
     def calculator(self):
         from matgl.ext.ase import PESCalculator
@@ -58,15 +56,8 @@ class MatglPES(BatchedMLIP):
             return create_line_graph_torch(batch.edge_index, bond_dist, bond_vec, pos.size(0), float(cutoff))
 
     def _predict_batch(self, structures: list[Structure], forces: bool) -> list[tuple[float, Any, Any]]:
-        from torch_geometric.data import Batch
-
-        graphs, lattices = [], []
-        for structure in structures:
-            graph, lattice, _ = self._converter.get_graph(structure)
-            graphs.append(graph)
-            lattices.append(lattice.reshape(1, 3, 3))
-        batch = Batch.from_data_list(graphs).to(self.device)
-        lattice = torch.cat(lattices).to(self.device)
+        batch, lattice = graph_batch(structures, self._element_types, self.cutoff_a)
+        batch, lattice = batch.to(self.device), lattice.to(self.device)
         self.potential.calc_forces = self.potential.calc_stresses = forces  # False: no backward pass
         try:
             if forces:

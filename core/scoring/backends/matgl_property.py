@@ -14,8 +14,12 @@ import torch
 from pymatgen.core import Structure
 
 from core.errors import ScoringError
+from core.scoring.backends.matgl_graphs import graph_batch
 from core.scoring.legacy_matgl import load_matgl
 from core.scoring.mlip import InputLimits, check_structure, predict_in_batches
+
+
+DEFAULT_STATE = (0.0, 0.0)  # the graph state matgl's converter gives a structure
 
 
 class MatglPropertyModel:
@@ -42,9 +46,7 @@ class MatglPropertyModel:
         self.cutoff_a = float(inner.cutoff)
         self._state = state
         self._categorical_state = bool(getattr(getattr(inner, "embedding", None), "ntypes_state", None))
-        from matgl.ext.pymatgen import Structure2Graph
-
-        self._converter = Structure2Graph(element_types=inner.element_types, cutoff=inner.cutoff)
+        self._element_types = tuple(inner.element_types)
 
     def check(self, structure: Structure) -> None:
         """Raise ScoringError if this model cannot evaluate ``structure``."""
@@ -59,16 +61,9 @@ class MatglPropertyModel:
         return predict_in_batches(structures, self.check, run, self.label, self.batch_size)
 
     def _predict_batch(self, structures: list[Structure]) -> list[float]:
-        from torch_geometric.data import Batch
-
-        graphs, states = [], []
-        for structure in structures:
-            graph, lattice, default_state = self._converter.get_graph(structure)
-            graph.pos = graph.frac_coords @ lattice[0]
-            graph.pbc_offshift = graph.pbc_offset @ lattice[0]
-            graphs.append(graph)
-            states.append(default_state if self._state is None else self._state)
-        batch = Batch.from_data_list(graphs).to(self.device)
+        batch, _ = graph_batch(structures, self._element_types, self.cutoff_a, with_positions=True)
+        batch = batch.to(self.device)
+        states = [DEFAULT_STATE if self._state is None else self._state] * len(structures)
         if self._categorical_state:
             state = torch.tensor([int(torch.as_tensor(s).reshape(-1)[0]) for s in states], dtype=torch.long)
         else:
