@@ -230,3 +230,43 @@ def test_missing_model_names_the_file_and_where_to_get_it(tmp_path, monkeypatch)
     (tmp_path / "matgl" / "Half" / "model.json").write_text("{}")
     with pytest.raises(MissingResourceError, match="model.pt"):
         load_matgl("Half")
+
+
+@pytest.mark.parametrize("gated", [True, False])
+@pytest.mark.parametrize("with_state", [True, False])
+def test_bond_mlp_equals_the_mlp_of_the_stacked_bond_input(gated, with_state):
+    """The per-atom split of the first layer computes the MLP of [v_src, v_dst, e, u], within float32 rounding,
+    for matgl's gated MLP (M3GNet) and plain MLP (MEGNet), and keeps gradients."""
+    import torch
+    from matgl.layers import MLP, GatedMLP
+    from matgl.layers._activations import SoftPlus2
+
+    from core.scoring.backends.bond_mlp import bond_mlp, splittable
+
+    torch.manual_seed(0)
+    n, m, k, atoms, bonds = 16, 8, 4 if with_state else 0, 7, 40
+    width = 2 * n + m + k
+    mlp = GatedMLP(in_feats=width, dims=[32, 32, 16]) if gated else MLP([width, 32, 32, 16], SoftPlus2(), activate_last=True)
+    node = torch.randn(atoms, n, requires_grad=True)
+    edge = torch.randn(bonds, m)
+    src, dst = torch.randint(0, atoms, (bonds,), dtype=torch.int32), torch.randint(0, atoms, (bonds,), dtype=torch.int32)
+    extra = torch.randn(bonds, k) if with_state else None
+    stacked = [node[src.long()], node[dst.long()], edge, *([extra] if with_state else [])]
+    expected = mlp(torch.hstack(stacked))
+    assert splittable(mlp)
+    got = bond_mlp(mlp, node, edge, src, dst, extra)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+    grad_expected, = torch.autograd.grad(expected.sum(), node)
+    grad_got, = torch.autograd.grad(bond_mlp(mlp, node, edge, src, dst, extra).sum(), node)
+    assert torch.allclose(grad_got, grad_expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bond_mlp_refuses_an_mlp_that_does_not_open_linearly():
+    from matgl.layers import MLP
+    from torch import nn
+
+    from core.scoring.backends.bond_mlp import splittable
+
+    odd = MLP([8, 4], nn.SiLU())
+    odd.layers.insert(0, nn.SiLU())
+    assert not splittable(odd) and not splittable(nn.Linear(8, 4))
