@@ -60,9 +60,18 @@ def generated_like(n: int, max_sites: int = 20, seed: int = 0) -> list[Structure
         strain = np.diag(1.0 + rng.uniform(-0.03, 0.03, size=3))
         structure = Structure(Lattice(np.ascontiguousarray(structure.lattice.matrix @ strain)), structure.species,
                               structure.frac_coords)
-        structure.perturb(0.05, min_distance=0.0)
+        structure.perturb(0.05, min_distance=0.0, seed=int(rng.integers(2**31)))  # the same structures every run
         out.append(structure)
     return out
+
+
+def forget_structures() -> None:
+    """Clear the per-structure memos (space groups, neighbour lists), so a timed pass meets every
+    structure as new, as the pipeline meets fresh samples."""
+    from core import neighbors, symmetry
+
+    symmetry.clear_cache()
+    neighbors.clear_cache()
 
 
 def timed(fn):
@@ -73,7 +82,6 @@ def timed(fn):
 
 def stage_breakdown(structures: list[Structure], mlip, batch_size: int) -> dict[str, float]:
     """Seconds spent in each batched stage, run on their own."""
-    from core import symmetry
     from core.scoring.hull import load_hull_reference
     from core.scoring.pipeline import _Row, load_property_models
     from core.scoring.references.store import energy_predictor
@@ -82,7 +90,7 @@ def stage_breakdown(structures: list[Structure], mlip, batch_size: int) -> dict[
     reference = load_hull_reference("bundled", mlip)
     chunks = [structures[i:i + batch_size] for i in range(0, len(structures), batch_size)]
     times = {}
-    symmetry.clear_cache()  # the row stage finds the space groups; the ε stage reuses them, as in the pipeline
+    forget_structures()  # the row stage finds space groups and neighbours; later stages reuse them, as in the pipeline
     _, times["checks, space group, validity"] = timed(lambda: [_Row(s) for s in structures])
     predict = energy_predictor(mlip)  # energies only, as the static pipeline asks
     energies, times["MLIP energy (batched)"] = timed(lambda: [r for c in chunks for r in predict(c)])
@@ -139,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from core.scoring.mlip import DEFAULT_MLIP, load_mlip
-    from core import symmetry
     from core.scoring.pipeline import load_property_models, score
 
     name = args.mlip or DEFAULT_MLIP
@@ -154,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     frames, t_batched, t_single = [], 0.0, 0.0
     for start in range(0, len(structures), GROUP):
         group = structures[start:start + GROUP]
-        symmetry.clear_cache()  # both paths find space groups afresh, as for new samples
+        forget_structures()  # both paths find space groups and neighbours afresh, as for new samples
         frame, seconds = timed(lambda: score(group, mlip=mlip, batch_size=args.batch_size))
         frames.append(frame)
         t_batched += seconds
-        symmetry.clear_cache()
+        forget_structures()
         _, seconds = timed(lambda: [score([s], mlip=mlip, batch_size=1) for s in group])
         t_single += seconds
         print(f"{start + len(group)}/{len(structures)}: batched {t_batched:.1f} s, one at a time {t_single:.1f} s", flush=True)
