@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from pymatgen.core import Element, Structure
+from pymatgen.core import Composition, Element, Structure
 from pymatgen.core.units import amu_to_kg  # density in g/cm³ exactly as Structure.density, without its unit objects
 
 from core.errors import CheckpointError, InvalidInputError, ScoringError
@@ -116,14 +116,29 @@ def _column(name: str) -> int:
     return ELEMENT_PROPERTIES.index(name)
 
 
-def lorentz_lorenz(structure: Structure, polarizability: Mapping[str, float]) -> np.ndarray:
+@cache
+def _atomic_masses() -> tuple[float, ...]:
+    """pymatgen's atomic mass (amu) by atomic number, as plain floats."""
+    return (math.nan, *(float(Element.from_Z(z).atomic_mass) for z in range(1, 119)))
+
+
+def _weight_amu(composition: Composition) -> float:
+    """``float(composition.weight)`` (amu), the same sum without pymatgen's unit objects (4x faster)."""
+    masses = _atomic_masses()
+    return float(sum(amount * masses[el.Z] for el, amount in composition.items()))
+
+
+def lorentz_lorenz(structure: Structure, polarizability: Mapping[str, float],
+                   composition: Composition | None = None) -> np.ndarray:
     """[x, n_LL]: Clausius–Mossotti x = (4π/3) Σ α_i / V and n_LL = √((1 + 2x)/(1 − x)) (capped at 100).
 
     Args:
         structure: the crystal (V in Å³).
         polarizability: electronic polarisability volume α per element symbol, Å³ (missing: 0).
+        composition: ``structure.composition``, when the caller has it already.
     """
-    total = sum(polarizability.get(el.symbol, 0.0) * amount for el, amount in structure.composition.items())
+    composition = composition if composition is not None else structure.composition
+    total = sum(polarizability.get(el.symbol, 0.0) * amount for el, amount in composition.items())
     x = 4 * math.pi / 3 * total / structure.volume
     eps = (1 + 2 * x) / (1 - x) if x < 1 - 1e-4 else 1e4
     return np.round([x, math.sqrt(min(max(eps, 1.0), 1e4))], DECIMALS)
@@ -131,18 +146,22 @@ def lorentz_lorenz(structure: Structure, polarizability: Mapping[str, float]) ->
 
 def structure_features(structure: Structure, polarizability: Mapping[str, float]) -> np.ndarray:
     """Feature vector of one ordered structure, in the order of ``FEATURE_NAMES`` (NaN = unknown)."""
-    return np.concatenate([descriptors(structure), lorentz_lorenz(structure, polarizability)])
+    composition = structure.composition
+    return np.concatenate([descriptors(structure, composition), lorentz_lorenz(structure, polarizability, composition)])
 
 
-def descriptors(structure: Structure) -> np.ndarray:
-    """Label-free descriptors of one ordered structure: ``FEATURE_NAMES`` less the Lorentz–Lorenz pair.
+def descriptors(structure: Structure, composition: Composition | None = None) -> np.ndarray:
+    """Label-free descriptors of one ordered structure: ``FEATURE_NAMES`` less the Lorentz–Lorenz pair
+    (``composition``: ``structure.composition``, when the caller has it already).
 
     Raises:
         ScoringError: an element without Magpie data, or an atom without a neighbour within
             ``NEIGHBOUR_CUTOFF_A``.
     """
     table = element_table()
-    numbers = np.asarray(structure.atomic_numbers)
+    weight_amu = _weight_amu(composition if composition is not None else structure.composition)
+    pairs = neighbor_list(structure, NEIGHBOUR_CUTOFF_A)
+    numbers = pairs.cell.numbers
     elements, counts = np.unique(numbers, return_counts=True)
     if np.isnan(table[elements, 0]).any():
         missing = [Element.from_Z(int(z)).symbol for z in elements if np.isnan(table[z, 0])]
@@ -161,7 +180,6 @@ def descriptors(structure: Structure) -> np.ndarray:
 
     nsites, volume = len(structure), structure.volume
     radius = table[numbers, _column("CovalentRadius")] / 100.0  # Å
-    pairs = neighbor_list(structure, NEIGHBOUR_CUTOFF_A)
     centres, neighbours, distances, nearest = pairs.centres, pairs.neighbours, pairs.distances, pairs.nearest
     if not np.isfinite(nearest).all():
         site = int(np.flatnonzero(~np.isfinite(nearest))[0])
@@ -175,7 +193,7 @@ def descriptors(structure: Structure) -> np.ndarray:
     number = space_group_number(structure, 0.1)
     spacegroup = float(number) if number is not None else np.nan
     geometry = [
-        volume / nsites, float(structure.composition.weight) * amu_to_kg * 1e3 / (volume * 1e-24), 4 / 3 * np.pi * np.sum(radius ** 3) / volume, np.sum(radius ** 3) / volume,
+        volume / nsites, weight_amu * amu_to_kg * 1e3 / (volume * 1e-24), 4 / 3 * np.pi * np.sum(radius ** 3) / volume, np.sum(radius ** 3) / volume,
         nearest.mean(), nearest.min(), nearest.std(), coordination.mean(), coordination.std(),
         coordination.min(), coordination.max(), ratio.mean(), ratio.min(), ratio.max(),
         np.nanmean(dchi), np.nanmax(dchi), np.mean(numbers[ci] == numbers[cj]), spacegroup,
