@@ -98,3 +98,17 @@ def test_help_lists_the_options(capsys):
         cli.main(["score", "--help"])
     out = capsys.readouterr().out
     assert done.value.code == 0 and "--hull" in out and "--relax" in out and "--training-set" in out
+    assert "--workers" in out
+
+
+def test_workers_option(inputs, tmp_path, fake_models, capsys):
+    """--workers 2 writes the table one process writes; a non-number is refused in one line."""
+    tables = []
+    for count in ("1", "2"):
+        out = tmp_path / f"scores{count}.csv"
+        assert cli.main(["score", str(inputs), "--mlip", "fake", "--hull", "none", "--batch-size", "1",
+                         "--workers", count, "--out", str(out), "--quiet"]) == 0
+        tables.append(pd.read_csv(out))
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    assert cli.main(["score", str(inputs), "--mlip", "fake", "--workers", "many", "--quiet"]) == cli.EXIT_INPUT
+    assert "--workers many" in capsys.readouterr().err

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
     frame = score([item for _, item in records], mlip=args.mlip, relax=args.relax, hull=args.hull,
                   properties=not args.no_properties, device=args.device, training_set=training,
-                  progress=progress, batch_size=args.batch_size)
+                  progress=progress, batch_size=args.batch_size, workers=_workers(args))
     frame.insert(0, "id", [label for label, _ in records][:len(frame)])
     if args.out is not None:
         _write(frame, Path(args.out))
@@ -134,9 +134,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--training-set", nargs="+", default=None, help="structure files to judge novelty against")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--batch-size", type=int, default=32, help="structures per batched model call")
+    parser.add_argument("--workers", default="auto",
+                        help="processes scoring side by side: a number, or auto = one per CPU core on a CPU, 1 on a GPU")
     parser.add_argument("--out", default=None, help="output .csv or .json (default: CSV on stdout)")
     parser.add_argument("--quiet", action="store_true", help="no progress line")
     parser.set_defaults(func=_run_with_default_mlip)
+
+
+def _workers(args: argparse.Namespace) -> int:
+    from core.scoring.device import pick_torch_device
+    from core.scoring.workers import default_workers
+
+    if str(args.workers).strip().lower() == "auto":
+        return default_workers(pick_torch_device(args.device))
+    try:
+        count = int(args.workers)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise InvalidInputError(f"--workers {args.workers}: give a positive number or auto")
+    return count
 
 
 def _run_with_default_mlip(args: argparse.Namespace) -> int:

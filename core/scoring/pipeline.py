@@ -50,7 +50,9 @@ from core.scoring.metrics import (
     structure_validity,
 )
 from core.scoring.mlip import DEFAULT_MLIP
+from core.scoring.device import pick_torch_device
 from core.scoring.uncertainty import dielectric_ensemble, fom_uncertainty
+from core.scoring.workers import ChunkRunner, spans, useful_workers
 from core.symmetry import SYMPREC_A, space_group_number
 
 if TYPE_CHECKING:
@@ -140,6 +142,20 @@ class _Row:
         self.values["error"] = "; ".join(self.errors) if self.errors else None
         return dict(self.values)
 
+    def packed(self) -> tuple[dict[str, Any], list[str], bool, Structure | None]:
+        """What a worker process sends back: values, errors, alive, and the structure only when relaxed
+        (otherwise it is the input, which the parent holds)."""
+        relaxed = self.structure if self.alive and self.structure is not self.input else None
+        return self.values, self.errors, self.alive, relaxed
+
+    @classmethod
+    def unpacked(cls, item: Any, packed: tuple[dict[str, Any], list[str], bool, Structure | None]) -> _Row:
+        row = cls.__new__(cls)
+        row.values, row.errors, alive, relaxed = packed
+        row.input = item if isinstance(item, Structure) else None
+        row.structure = (relaxed if relaxed is not None else row.input) if alive else None
+        return row
+
 
 def load_property_models(device: str | None = None) -> tuple[Any, Any]:
     """The band-gap model (MEGNet, PBE fidelity) and the dielectric model, loaded once per process."""
@@ -228,7 +244,12 @@ class _Scorer:
         return [ScoringError(error) if error is not None else (float(mean), float(std))
                 for mean, std, error in ensemble[["eps_elec_mean", "eps_elec_std", "eps_elec_error"]].itertuples(index=False)]
 
-    def score_chunk(self, items: Sequence[Any]) -> list[dict[str, Any]]:
+    def measure_packed(self, items: Sequence[Any]) -> list[tuple]:
+        """``measure_chunk`` as a worker process returns it (``_Row.packed``)."""
+        return [row.packed() for row in self.measure_chunk(items)]
+
+    def measure_chunk(self, items: Sequence[Any]) -> list[_Row]:
+        """Stages 1-4 (checks, energies, relaxation, hull, properties): per structure, in any process."""
         rows = [_Row(item) for item in items]
         # 1. static energies (also screens out structures a model cannot handle before relaxing them);
         #    energy only where the MLIP allows it: no force/stress backward pass
@@ -264,7 +285,11 @@ class _Scorer:
                                       hull_reference=result.reference, hull_elements_only=result.elements_only)
         # 4. properties on the final structures
         self._properties(rows)
-        # 5. uniqueness / novelty of the final structures
+        return rows
+
+    def judge(self, rows: list[_Row]) -> list[dict[str, Any]]:
+        """Stage 5, in input order in this process: uniqueness (against every earlier structure of the
+        call) and novelty of the final structures; returns the finished rows."""
         for row in rows:
             final = row.structure if row.alive else (row.input if row.values["struct_valid"] is True else None)
             if final is None:
@@ -279,7 +304,7 @@ def score_iter(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_ML
                hull: str | HullReference | None = "bundled", properties: bool = True, device: str | None = None,
                training_set: Sequence[Structure] | NoveltyChecker | None = None,
                progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
-               batch_size: int = 32) -> Iterator[tuple[int, dict[str, Any]]]:
+               batch_size: int = 32, workers: int = 1) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(index, row)`` for each structure as its chunk finishes (see ``score`` for arguments).
 
     Models load when iteration starts. ``should_stop()`` is checked before each chunk; when it
@@ -288,24 +313,30 @@ def score_iter(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_ML
     structures = list(structures)
     total = len(structures)
     scorer = _Scorer(mlip, relax, hull, properties, device, training_set)
-    chunk = 1 if relax else max(1, int(batch_size))
-    done = 0
-    for start in range(0, total, chunk):
-        if should_stop is not None and should_stop():
-            return
-        rows = scorer.score_chunk(structures[start:start + chunk])
-        for offset, row in enumerate(rows):
-            yield start + offset, row
-        done += len(rows)
-        if progress is not None:
-            progress(done, total)
+    size = 1 if relax else max(1, int(batch_size))
+    workers = useful_workers(total, size, workers) if pick_torch_device(device) == "cpu" else 1  # one process per GPU
+    chunks = spans(total, size, workers)
+
+    def measure(span: tuple[int, int]) -> list[tuple]:  # in a worker: the structures came with the fork
+        return scorer.measure_packed(structures[span[0]:span[1]])
+
+    with ChunkRunner(measure, workers, len(chunks)) as runner:
+        measured = runner.map(chunks)
+        for start, stop in chunks:
+            if should_stop is not None and should_stop():
+                return
+            rows = scorer.judge([_Row.unpacked(item, packed) for item, packed in zip(structures[start:stop], next(measured))])
+            for offset, row in enumerate(rows):
+                yield start + offset, row
+            if progress is not None:
+                progress(stop, total)
 
 
 def score(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_MLIP, relax: bool = False,
           hull: str | HullReference | None = "bundled", properties: bool = True, device: str | None = None,
           training_set: Sequence[Structure] | NoveltyChecker | None = None,
           progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
-          batch_size: int = 32) -> pd.DataFrame:
+          batch_size: int = 32, workers: int = 1) -> pd.DataFrame:
     """Score structures into a table, one row per input structure in input order.
 
     Args:
@@ -319,6 +350,8 @@ def score(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_MLIP, r
         progress: called as ``progress(done, total)`` after each chunk.
         should_stop: polled before each chunk; True ends scoring and returns the rows done so far.
         batch_size: structures per batched model call.
+        workers: processes scoring chunks side by side on a CPU (``core.scoring.workers``; 1: this
+            process only; ``default_workers(device)`` gives one per core). Ignored on a GPU.
 
     Returns:
         DataFrame with the columns of ``COLUMNS`` (units in the names), indexed by input position;
@@ -326,7 +359,8 @@ def score(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_MLIP, r
     """
     structures = list(structures)
     rows = dict(score_iter(structures, mlip=mlip, relax=relax, hull=hull, properties=properties, device=device,
-                           training_set=training_set, progress=progress, should_stop=should_stop, batch_size=batch_size))
+                           training_set=training_set, progress=progress, should_stop=should_stop, batch_size=batch_size,
+                           workers=workers))
     index = sorted(rows)
     frame = pd.DataFrame([rows[i] for i in index], index=index, columns=list(COLUMNS))
     for column in TEXT_COLUMNS:  # keep None (not NaN) for "no value", whatever pandas' string dtype does

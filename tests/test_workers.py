@@ -1,0 +1,131 @@
+"""Scoring in worker processes: the same table as in one process, in input order, and a failing worker
+loses nothing."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from core.scoring import hull, pipeline, workers
+from core.scoring.pipeline import score
+from core.scoring.workers import ChunkRunner, spans, useful_workers
+from scoring_doubles import FakeMLIP, FakePropertyModel, fake_relax, rocksalt
+
+MU = {"Na": -1.31, "Cl": -1.84, "K": -1.11, "Br": -1.63, "Li": -1.91, "F": -1.91, "Mg": -1.60, "O": -4.95}
+needs_fork = pytest.mark.skipif(not workers.can_fork(), reason="worker processes need the fork start method")
+
+
+@pytest.fixture
+def fakes(monkeypatch, tmp_path):
+    monkeypatch.setenv("CFRL_CACHE_DIR", str(tmp_path / "cache"))
+    hull._STORES.clear()
+    hull._REFERENCES.clear()
+    models = (FakePropertyModel(lambda s: 0.5 * len(s), bad="K"), FakePropertyModel(lambda s: 2.0 + 0.1 * len(s)))
+    monkeypatch.setattr(pipeline, "load_property_models", lambda device=None: models)
+    yield FakeMLIP(dict(MU))
+    hull._STORES.clear()
+    hull._REFERENCES.clear()
+
+
+def mixed_batch() -> list:
+    """Good crystals of several formulas (with duplicates, for uniqueness), bad ones and a non-structure."""
+    pairs = [("Na", "Cl"), ("K", "Br"), ("Li", "F"), ("Mg", "O")]
+    items: list = []
+    for i in range(22):
+        a, b = pairs[i % 4]
+        items.append(rocksalt(4.2 + 0.05 * (i % 3), (a, b)))
+    items[5] = Structure(Lattice.cubic(4.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])   # overlapping atoms
+    items[13] = None
+    return items
+
+
+def same_table(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert list(a.index) == list(b.index) and list(a.columns) == list(b.columns)
+    for column in a.columns:
+        left = [None if pd.isna(x) else x for x in a[column]]
+        right = [None if pd.isna(x) else x for x in b[column]]
+        assert left == right, column
+
+
+def test_spans_cover_every_item_once_and_balance_the_workers():
+    assert spans(200, 32) == [(i, min(i + 32, 200)) for i in range(0, 200, 32)]
+    for total, size, count in [(200, 32, 2), (100, 32, 4), (64, 32, 2), (5, 1, 2), (1, 1, 3)]:
+        chunks = spans(total, size, count)
+        assert [i for a, b in chunks for i in range(a, b)] == list(range(total))
+        lengths = [b - a for a, b in chunks]
+        assert max(lengths) <= size and max(lengths) - min(lengths) <= 1
+        assert len(chunks) % count == 0 or len(chunks) == total
+    assert spans(0, 32, 2) == []
+    assert useful_workers(40, 32, 2) == 1            # one full chunk: not worth a pool
+    assert useful_workers(64, 32, 8) == min(2, 2 if workers.can_fork() else 1)
+    assert useful_workers(5, 1, 2) == (2 if workers.can_fork() else 1)   # relaxations: one structure a chunk
+
+
+@needs_fork
+def test_workers_give_the_same_table_in_input_order(fakes):
+    items = mixed_batch()
+    one = score(items, mlip=fakes, hull=None, batch_size=4, workers=1)
+    two = score(items, mlip=fakes, hull=None, batch_size=4, workers=2)
+    same_table(one, two)
+    assert "overlapping" in two.loc[5, "error"] and "not a pymatgen Structure" in two.loc[13, "error"]
+    # judged across chunks: one unique crystal per formula (StructureMatcher scales the lattice constants away)
+    assert two["unique"].tolist().count(True) == 4
+
+
+@needs_fork
+def test_relaxations_spread_over_workers(fakes, monkeypatch):
+    relax_module = pytest.importorskip("core.scoring.relax")
+    monkeypatch.setattr(relax_module, "relax", fake_relax)
+    items = [rocksalt(5.6 + 0.01 * i) for i in range(6)]
+    one = score(items, mlip=fakes, relax=True, hull=None, properties=False, workers=1)
+    two = score(items, mlip=fakes, relax=True, hull=None, properties=False, workers=3)
+    same_table(one, two)
+    assert two["relaxed"].all()
+
+
+@needs_fork
+def test_a_worker_that_dies_loses_nothing(fakes, monkeypatch):
+    parent = os.getpid()
+    real = pipeline._Scorer.measure_packed
+
+    def dies_in_a_worker(self, items):
+        if os.getpid() != parent:
+            os._exit(3)          # a worker killed mid-chunk (e.g. out of memory)
+        return real(self, items)
+
+    monkeypatch.setattr(pipeline._Scorer, "measure_packed", dies_in_a_worker)
+    items = mixed_batch()
+    table = score(items, mlip=fakes, hull=None, batch_size=4, workers=2)
+    monkeypatch.setattr(pipeline._Scorer, "measure_packed", real)
+    same_table(table, score(items, mlip=fakes, hull=None, batch_size=4, workers=1))
+
+
+@needs_fork
+def test_stop_with_workers_returns_the_rows_done(fakes):
+    items = [rocksalt(5.6 + 0.01 * i) for i in range(12)]
+    seen = []
+    table = score(items, mlip=fakes, hull=None, batch_size=2, workers=2,
+                  progress=lambda done, total: seen.append(done), should_stop=lambda: len(seen) >= 2)
+    assert table.attrs["stopped"] and len(table) == seen[-1] == 4
+    assert list(table.index) == [0, 1, 2, 3]
+
+
+def test_runner_runs_in_process_when_one_worker_or_busy():
+    calls = []
+    with ChunkRunner(lambda chunk: calls.append(os.getpid()) or sum(chunk), workers=1, chunks=3) as runner:
+        assert list(runner.map([[1, 2], [3], [4, 5]])) == [3, 3, 9]
+    assert set(calls) == {os.getpid()}
+
+
+@needs_fork
+def test_real_models_agree_across_processes():
+    """M3GNet, MEGNet and the ε model in forked workers give the numbers they give here."""
+    items = [rocksalt(5.5 + 0.05 * i) for i in range(4)] + [rocksalt(4.1 + 0.05 * i, ("Mg", "O")) for i in range(4)]
+    one = score(items, hull=None, batch_size=4, workers=1)
+    two = score(items, hull=None, batch_size=4, workers=2)
+    for column in ("energy_per_atom", "band_gap_ev", "eps_elec", "fom_ev"):
+        assert np.allclose(one[column].astype(float), two[column].astype(float), atol=1e-5), column
+    assert two["error"].isna().all()
