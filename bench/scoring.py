@@ -221,8 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *why_not_faster(len(structures), t_batched, t_single, stages, ratio_one),
         "",
-        f"Worker processes (`core.scoring.workers`) score whole chunks side by side, each with "
-        f"{max(1, os.cpu_count() // args.workers)} torch thread(s): the per-structure Python work then runs on "
+        "Worker processes (`core.scoring.workers`) score whole chunks side by side, each with one torch "
+        "thread: the per-structure Python work then runs on "
         f"every core instead of one ({rate_w / rate_b:.2f}× the one-process rate here). Python threads cannot do "
         "this (tried: two threads scored no faster than one, the interpreter lock serialises the Python work).",
     ]

@@ -3,6 +3,7 @@ loses nothing."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -118,6 +119,33 @@ def test_runner_runs_in_process_when_one_worker_or_busy():
     with ChunkRunner(lambda chunk: calls.append(os.getpid()) or sum(chunk), workers=1, chunks=3) as runner:
         assert list(runner.map([[1, 2], [3], [4, 5]])) == [3, 3, 9]
     assert set(calls) == {os.getpid()}
+
+
+@needs_fork
+def test_workers_never_open_openmp_threads_after_fork(tmp_path):
+    """GNU OpenMP hangs in a forked child that opens a parallel region: workers must run one thread even
+    when there are more cores than workers (run in a subprocess with a deadline, so a hang fails)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "many_cores.py"
+    script.write_text(
+        "import torch\n"
+        "from pymatgen.core import Lattice, Structure\n"
+        "from core.scoring import workers\n"
+        "from core.scoring.pipeline import score\n"
+        "workers.cpu_cores = lambda: 8\n"
+        "torch.set_num_threads(2)\n"
+        "items = [Structure.from_spacegroup('Fm-3m', Lattice.cubic(5.5 + 0.05 * i), ['Na', 'Cl'],"
+        " [[0, 0, 0], [0.5, 0.5, 0.5]]) for i in range(8)]\n"
+        "score(items[:2], hull=None)\n"                       # the parent runs OpenMP regions first
+        "table = score(items, hull=None, batch_size=4, workers=2)\n"
+        "print('rows', len(table), int(table['error'].isna().sum()))\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=str(Path(__file__).resolve().parent.parent),
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "rows 8 8" in done.stdout
 
 
 @needs_fork

@@ -5,7 +5,7 @@ On a CPU, torch's threads share the graph networks' arithmetic between cores, bu
 and Python threads cannot share it (the interpreter lock): on 2 cores two threads scored no faster
 than one. Processes can. ``ChunkRunner`` hands whole chunks to worker processes forked from the
 process that loaded the models, so they start in ~0.07 s and share the loaded weights copy-on-write;
-each worker uses ``cores / workers`` torch threads. A worker is sent only the index range of its
+each worker runs torch on one thread. A worker is sent only the index range of its
 chunk (the structures are in the memory it was forked with) and sends back plain rows; results come
 back in input order.
 
@@ -72,10 +72,14 @@ def spans(total: int, size: int, workers: int = 1) -> list[tuple[int, int]]:
     return [(start, min(start + size, total)) for start in range(0, total, size)]
 
 
-def _start_worker(threads: int) -> None:
+def _start_worker() -> None:
+    """One OpenMP thread in a forked worker, always: GNU OpenMP (libgomp, shared by torch and LightGBM) is
+    not fork-safe, and a parallel region in a child forked after the parent ran one hangs forever (seen
+    with 2 torch threads per worker). With one thread neither library opens a parallel region; use one
+    worker per core to use every core."""
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
 
 
 def _run_in_worker(items: Sequence[Any]) -> Any:
@@ -105,9 +109,8 @@ class ChunkRunner:
             self.workers = 1  # another thread's scoring holds the pool: score in this process
         if self.workers > 1:
             _MEASURE = self.measure
-            threads = max(1, cpu_cores() // self.workers)
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"),
-                                             initializer=_start_worker, initargs=(threads,))
+                                             initializer=_start_worker)
         return self
 
     def __exit__(self, *exc: Any) -> None:
