@@ -78,8 +78,10 @@ def _start_worker() -> None:
     with 2 torch threads per worker). With one thread neither library opens a parallel region; use one
     worker per core to use every core."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    threadpool_limits(1)  # and one BLAS thread: spinning BLAS threads of two workers starve each other
 
 
 def _run_in_worker(items: Sequence[Any]) -> Any:
