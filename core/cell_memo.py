@@ -9,6 +9,7 @@ key, so an answer never goes stale.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections import OrderedDict
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
-from pymatgen.core import Structure
+from pymatgen.core import Element, Structure
 
 T = TypeVar("T")
 
@@ -40,11 +41,20 @@ class Cell:
         key = hashlib.blake2b(lattice.tobytes() + frac.tobytes() + numbers.tobytes(), digest_size=16).digest()
         return cls(lattice, frac, numbers, key)
 
+    def element_symbols(self) -> set[str]:
+        """The chemical symbols present."""
+        return {_symbols()[z] for z in set(self.numbers.tolist())}
+
     @property
     def finite(self) -> bool:
         """Finite numbers and a cell volume above 1e-6 Å³."""
         return bool(np.all(np.isfinite(self.lattice)) and np.all(np.isfinite(self.frac_coords))
                     and abs(np.linalg.det(self.lattice)) > 1e-6)
+
+
+@functools.cache
+def _symbols() -> tuple[str, ...]:
+    return ("X", *(Element.from_Z(z).symbol for z in range(1, 119)))
 
 
 class CellMemo(Generic[T]):

@@ -61,13 +61,14 @@ def _find(cell: Cell, cart: np.ndarray, radius: float) -> NeighborList:
 _MEMO: CellMemo[NeighborList] = CellMemo(2048, weight=lambda nl: len(nl.distances) + 1, max_weight=2_000_000)
 
 
-def neighbor_list(structure: Structure, radius: float = RADIUS_A) -> NeighborList:
-    """The pairs of atoms of ``structure`` within ``radius`` Å, memoised by content and radius.
+def neighbor_list(structure: Structure, radius: float = RADIUS_A, cell: Cell | None = None) -> NeighborList:
+    """The pairs of atoms of ``structure`` within ``radius`` Å, memoised by content and radius
+    (``cell``: ``Cell.of(structure)``, when the caller has it already).
 
     Raises:
         ValueError: non-finite numbers, a cell without volume, or a lattice vector longer than ``MAX_EDGE_A``.
     """
-    cell = Cell.of(structure)
+    cell = cell if cell is not None else Cell.of(structure)
     if not cell.finite:
         raise ValueError("non-finite or degenerate cell: no neighbour list")
     longest = float(np.linalg.norm(cell.lattice, axis=1).max())

@@ -130,8 +130,8 @@ class StructureSet:
     def __len__(self) -> int:
         return sum(len(bucket) for bucket in self._buckets.values())
 
-    def add(self, structure: Structure) -> None:
-        key = _formula_key(structure)
+    def add(self, structure: Structure, key: str | None = None) -> None:
+        key = key if key is not None else _formula_key(structure)
         if key is not None:
             self._buckets.setdefault(key, []).append(structure)
 
@@ -154,9 +154,10 @@ class StructureSet:
                 bucket[index] = member
             yield member
 
-    def contains(self, structure: Structure) -> bool:
-        """True when a structure of the set matches ``structure`` (StructureMatcher.fit)."""
-        key = _formula_key(structure)
+    def contains(self, structure: Structure, key: str | None = None) -> bool:
+        """True when a structure of the set matches ``structure`` (StructureMatcher.fit); ``key``: its
+        ``_formula_key`` when the caller has it."""
+        key = key if key is not None else _formula_key(structure)
         for candidate in self._members(key) if key is not None else ():
             try:
                 if self.matcher.fit(structure, candidate):
@@ -177,9 +178,12 @@ class UniquenessTracker(StructureSet):
     """Streaming uniqueness: ``check_and_add`` is True for the first structure of each kind."""
 
     def check_and_add(self, structure: Structure) -> bool:
-        if self.contains(structure):
+        key = _formula_key(structure)
+        if key is None:          # unreadable: matches nothing, so it is new
+            return True
+        if self.contains(structure, key):
             return False
-        self.add(structure)
+        self.add(structure, key)
         return True
 
 

@@ -43,6 +43,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from core.errors import InvalidInputError, ScoringError
+from core.cell_memo import Cell
 from core.neighbors import RADIUS_A as NEIGHBOR_RADIUS_A
 from core.neighbors import neighbor_list
 from core.scoring.device import pick_torch_device
@@ -137,12 +138,13 @@ def check_structure(structure: Structure, *, label: str, elements: frozenset[str
     longest = float(max(structure.lattice.abc))
     if longest > limits.max_edge_a:
         raise ScoringError(f"huge cell: lattice vector of {longest:.4g} Å > {limits.max_edge_a:g} Å")
+    cell = Cell.of(structure)
     if elements is not None:
-        missing = sorted({el.symbol for el in structure.composition.elements} - elements)
+        missing = sorted(cell.element_symbols() - elements)
         if missing:
             raise ScoringError(f"element {', '.join(missing)} not covered by {label}")
     radius = max(cutoff_a, limits.min_distance_a)
-    pairs = neighbor_list(structure, max(radius, NEIGHBOR_RADIUS_A))  # one list per structure for every model
+    pairs = neighbor_list(structure, max(radius, NEIGHBOR_RADIUS_A), cell)  # one list per structure for every model
     close = pairs.distances < limits.min_distance_a
     if np.any(close):
         i, j = int(pairs.centres[close][0]), int(pairs.neighbours[close][0])
