@@ -31,6 +31,7 @@ _EXPORTS = {
     "DEFAULT_MLIP": "core.scoring.mlip",
     "load_bandgap_model": "core.scoring.bandgap",
     "load_dielectric_model": "core.scoring.dielectric",
+    "default_workers": "core.scoring.workers",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -4,7 +4,8 @@
 can fill a table live. Per chunk of ``batch_size`` structures the pipeline
 
 1. checks each structure (finite cell, not empty, not huge, no overlapping atoms, ordered) and
-   computes its formula, space group (spglib, symprec 0.1 Å), structure and composition validity;
+   computes its formula, space group (``core.symmetry``, symprec 0.1 Å), structure and composition
+   validity;
 2. computes MLIP energies in one batched call;
 3. optionally relaxes each structure (ASE FIRE + FrechetCellFilter, fmax 0.1 eV/Å, ≤ 500 steps) and
    records whether the relaxed structure still matches the generated one and the RMS displacement;
@@ -13,7 +14,8 @@ can fill a table live. Per chunk of ``batch_size`` structures the pipeline
 6. marks uniqueness (vs earlier structures of this call) and novelty (vs ``training_set``).
 
 A structure that fails a step keeps an ``error`` message in its row and the others go on. With
-``relax=True`` rows finish one at a time (relaxation dominates), otherwise per chunk.
+``relax=True`` rows finish one at a time (relaxation dominates), otherwise per chunk. Steps 1-5 may run
+in worker processes (``workers``, see ``core.scoring.workers``); step 6 always runs here, in input order.
 
 Columns (``COLUMNS``): ``formula`` (reduced), ``spacegroup`` (number), ``nsites``, ``energy_ev`` (total, eV;
 after relaxation when relaxed), ``energy_per_atom`` (eV/atom), ``e_form_per_atom`` and ``e_above_hull``
