@@ -19,6 +19,7 @@ from core.cell_memo import Cell, CellMemo
 RADIUS_A = 6.0          # Å; covers the cutoffs of the models we ship (M3GNet 5, MEGNet 4, ε descriptors 6)
 NUMERICAL_TOL = 1e-8    # Å; pymatgen's: a pair closer than this between an atom and itself is the atom itself
 MAX_EDGE_A = 500.0      # Å; pymatgen's search grid spans the cell: a 10^4 Å cell would need ~100 GB
+MAX_PAIRS = 5_000_000   # ~250 MB; a generated cell of 20 atoms in 10^-5 Å³ would ask for 10^10 pairs
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ def neighbor_list(structure: Structure, radius: float = RADIUS_A, cell: Cell | N
     (``cell``: ``Cell.of(structure)``, when the caller has it already).
 
     Raises:
-        ValueError: non-finite numbers, a cell without volume, or a lattice vector longer than ``MAX_EDGE_A``.
+        ValueError: non-finite numbers, a cell without volume, a lattice vector longer than ``MAX_EDGE_A``,
+            or atoms so dense that the list would exceed ``MAX_PAIRS`` pairs.
     """
     cell = cell if cell is not None else Cell.of(structure)
     if not cell.finite:
@@ -74,6 +76,11 @@ def neighbor_list(structure: Structure, radius: float = RADIUS_A, cell: Cell | N
     longest = float(np.linalg.norm(cell.lattice, axis=1).max())
     if longest > MAX_EDGE_A:
         raise ValueError(f"huge cell: lattice vector of {longest:.4g} Å > {MAX_EDGE_A:g} Å, no neighbour list")
+    atoms, volume = len(cell.numbers), abs(float(np.linalg.det(cell.lattice)))
+    expected = atoms * atoms * 4 / 3 * np.pi * radius ** 3 / volume   # pairs at this density
+    if expected > MAX_PAIRS:
+        raise ValueError(f"too dense for a neighbour list: ~{expected:.2g} atom pairs within {radius:g} Å "
+                         f"({atoms} atoms in {volume:.3g} Å³)")
     return _MEMO.get((cell.key, float(radius)),
                      lambda: _find(cell, np.ascontiguousarray(structure.cart_coords, dtype=np.float64), radius))
 

@@ -76,3 +76,21 @@ def test_huge_cell_is_refused_before_the_search_and_min_distance_still_works():
     with pytest.raises(ValueError, match="huge cell"):
         neighbors.neighbor_list(huge)
     assert min_interatomic_distance(huge) == pytest.approx(1.0e4 * np.sqrt(3) / 2)
+
+
+def test_collapsed_cell_is_refused_before_the_search_and_every_screen_says_why():
+    """A generated cell of 20 atoms in 10^-5 Å³ would ask for ~10^10 pairs (tens of GB): refused at once."""
+    from core.errors import ScoringError
+    from core.scoring.metrics import min_interatomic_distance, structure_validity
+    from core.scoring.mlip import check_structure
+    from core.scoring.pipeline import score
+
+    collapsed = Structure(Lattice([[1e-2, 0, 0], [0, 1e-2, 0], [0, 0, 0.1]]), ["Na", "Cl"] * 10,
+                          np.random.default_rng(0).random((20, 3)))
+    with pytest.raises(ValueError, match="too dense"):
+        neighbors.neighbor_list(collapsed)
+    with pytest.raises(ScoringError, match="too dense"):
+        check_structure(collapsed, label="m", elements=None, cutoff_a=5.0)
+    assert min_interatomic_distance(collapsed) < 0.01 and not structure_validity(collapsed)
+    table = score([collapsed], hull=None, properties=False)
+    assert "degenerate cell" in table.loc[0, "error"] and table.loc[0, "struct_valid"] == False  # noqa: E712

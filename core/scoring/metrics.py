@@ -29,7 +29,6 @@ import numpy as np
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition, Structure
 
-from core.neighbors import MAX_EDGE_A as NEIGHBOR_MAX_EDGE_A
 from core.neighbors import neighbor_list
 
 MIN_DISTANCE_A = 0.5        # Å
@@ -51,11 +50,13 @@ def min_interatomic_distance(structure: Structure) -> float:
     matrix = lattice.matrix
     if not np.all(np.isfinite(matrix)) or not np.all(np.isfinite(structure.frac_coords)) or abs(lattice.volume) < 1e-12:
         return math.nan
-    if abs(lattice.volume) > 1e-6 and max(lattice.abc) <= NEIGHBOR_MAX_EDGE_A:
+    try:
         pairs = neighbor_list(structure)  # shared with the models' input screens
         if pairs.distances.size:
             return float(pairs.distances.min())
-    # no two atoms within the list's radius, a sliver or a huge cell: the nearest image by brute force
+    except ValueError:  # a sliver, a huge cell or a collapsed one: no list, and none needed
+        pass
+    # no two atoms within the list's radius, or no list: the nearest image by brute force
     reduced = lattice.get_lll_reduced_lattice().matrix
     images = np.array([n for n in itertools.product((-1, 0, 1), repeat=3) if any(n)], dtype=float)
     self_image = float(np.min(np.linalg.norm(images @ reduced, axis=1)))

@@ -144,7 +144,10 @@ def check_structure(structure: Structure, *, label: str, elements: frozenset[str
         if missing:
             raise ScoringError(f"element {', '.join(missing)} not covered by {label}")
     radius = max(cutoff_a, limits.min_distance_a)
-    pairs = neighbor_list(structure, max(radius, NEIGHBOR_RADIUS_A), cell)  # one list per structure for every model
+    try:
+        pairs = neighbor_list(structure, max(radius, NEIGHBOR_RADIUS_A), cell)  # one list per structure for every model
+    except ValueError as exc:  # atoms packed too densely to list their neighbours
+        raise ScoringError(str(exc)) from exc
     close = pairs.distances < limits.min_distance_a
     if np.any(close):
         i, j = int(pairs.centres[close][0]), int(pairs.neighbours[close][0])
