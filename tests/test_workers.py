@@ -114,6 +114,23 @@ def test_stop_with_workers_returns_the_rows_done(fakes):
     assert list(table.index) == [0, 1, 2, 3]
 
 
+@needs_fork
+def test_no_fork_warning_after_jax_ran(fakes):
+    """A notebook samples with JAX, then scores with workers: the workers never call JAX, so JAX's
+    fork warning must not alarm the user."""
+    import warnings
+
+    import jax.numpy as jnp
+
+    assert float(jnp.sum(jnp.arange(4.0))) == 6.0
+    items = [rocksalt(5.6 + 0.01 * i) for i in range(8)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = score(items, mlip=fakes, hull=None, batch_size=2, workers=2)
+    assert table["error"].isna().all()
+    assert not [w for w in caught if "fork" in str(w.message)], [str(w.message) for w in caught]
+
+
 def test_runner_runs_in_process_when_one_worker_or_busy():
     calls = []
     with ChunkRunner(lambda chunk: calls.append(os.getpid()) or sum(chunk), workers=1, chunks=3) as runner:

@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
@@ -145,7 +146,10 @@ class ChunkRunner:
 
     def _submit(self, chunk: Sequence[Any]) -> Future | None:
         try:
-            return self._pool.submit(_run_in_worker, chunk) if self._pool is not None else None
+            with warnings.catch_warnings():
+                # JAX (the generative model) warns on every fork; the workers never call JAX, only torch
+                warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+                return self._pool.submit(_run_in_worker, chunk) if self._pool is not None else None
         except Exception as exc:  # noqa: BLE001 - a broken pool: score here
             log.warning("scoring worker pool unavailable (%s); scoring in this process", exc)
             return None
