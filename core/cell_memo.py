@@ -45,11 +45,16 @@ class Cell:
         """The chemical symbols present."""
         return {_symbols()[z] for z in set(self.numbers.tolist())}
 
+    @functools.cached_property
+    def volume(self) -> float:
+        """Cell volume, Å³ (NaN for non-finite numbers)."""
+        return abs(float(np.linalg.det(self.lattice)))
+
     @property
     def finite(self) -> bool:
         """Finite numbers and a cell volume above 1e-6 Å³."""
         return bool(np.all(np.isfinite(self.lattice)) and np.all(np.isfinite(self.frac_coords))
-                    and abs(np.linalg.det(self.lattice)) > 1e-6)
+                    and self.volume > 1e-6)
 
 
 @functools.cache

@@ -76,7 +76,7 @@ def neighbor_list(structure: Structure, radius: float = RADIUS_A, cell: Cell | N
     longest = float(np.linalg.norm(cell.lattice, axis=1).max())
     if longest > MAX_EDGE_A:
         raise ValueError(f"huge cell: lattice vector of {longest:.4g} Å > {MAX_EDGE_A:g} Å, no neighbour list")
-    atoms, volume = len(cell.numbers), abs(float(np.linalg.det(cell.lattice)))
+    atoms, volume = len(cell.numbers), cell.volume
     expected = atoms * atoms * 4 / 3 * np.pi * radius ** 3 / volume   # pairs at this density
     if expected > MAX_PAIRS:
         raise ValueError(f"too dense for a neighbour list: ~{expected:.2g} atom pairs within {radius:g} Å "

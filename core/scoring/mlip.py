@@ -44,6 +44,7 @@ from pymatgen.core import Structure
 
 from core.errors import InvalidInputError, ScoringError
 from core.cell_memo import Cell
+from core.neighbors import MAX_EDGE_A as NEIGHBOR_MAX_EDGE_A
 from core.neighbors import RADIUS_A as NEIGHBOR_RADIUS_A
 from core.neighbors import neighbor_list
 from core.scoring.device import pick_torch_device
@@ -101,12 +102,12 @@ class InputLimits:
 
     Attributes:
         max_atoms: most sites per structure (memory and time grow with it).
-        max_edge_a: longest lattice vector, Å.
+        max_edge_a: longest lattice vector, Å (default: the longest a neighbour list is built for).
         min_distance_a: closest allowed pair of atoms, Å (the project's structure-validity bound).
     """
 
     max_atoms: int = 2000
-    max_edge_a: float = 500.0
+    max_edge_a: float = NEIGHBOR_MAX_EDGE_A
     min_distance_a: float = 0.5
 
 
@@ -146,7 +147,7 @@ def check_structure(structure: Structure, *, label: str, elements: frozenset[str
     radius = max(cutoff_a, limits.min_distance_a)
     try:
         pairs = neighbor_list(structure, max(radius, NEIGHBOR_RADIUS_A), cell)  # one list per structure for every model
-    except ValueError as exc:  # atoms packed too densely to list their neighbours
+    except ValueError as exc:  # no list for this cell (atoms packed too densely, a longer cell than it allows)
         raise ScoringError(str(exc)) from exc
     close = pairs.distances < limits.min_distance_a
     if np.any(close):

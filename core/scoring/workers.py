@@ -60,9 +60,9 @@ def spans(total: int, size: int, workers: int = 1) -> list[tuple[int, int]]:
     """``[start, stop)`` index ranges of at most ``size`` items covering ``range(total)``.
 
     With one worker: consecutive chunks of ``size`` (the last one shorter). With more (see
-    ``useful_workers``): as many chunks
-    as that needs, rounded up to a multiple of ``workers`` and of near-equal length, so the workers
-    finish together (40 structures on 2 workers: 20 + 20, not 32 + 8).
+    ``useful_workers``): as many chunks as that needs, rounded up to a multiple of ``workers`` and of
+    near-equal length, so the workers finish together (80 structures on 2 workers in chunks of 32:
+    4 × 20, not 32 + 32 + 16).
     """
     size = max(1, int(size))
     count = -(-total // size)
