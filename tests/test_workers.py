@@ -12,7 +12,8 @@ from pymatgen.core import Lattice, Structure
 
 from core.scoring import hull, pipeline, workers
 from core.scoring.pipeline import score
-from core.scoring.workers import ChunkRunner, spans, useful_workers
+from core.cell_memo import Cell
+from core.scoring.workers import ChunkRunner, close_workers, portable, restored, spans, useful_workers
 from scoring_doubles import FakeMLIP, FakePropertyModel, fake_relax, rocksalt
 
 MU = {"Na": -1.31, "Cl": -1.84, "K": -1.11, "Br": -1.63, "Li": -1.91, "F": -1.91, "Mg": -1.60, "O": -4.95}
@@ -76,6 +77,69 @@ def test_workers_give_the_same_table_in_input_order(fakes):
     assert two["unique"].tolist().count(True) == 4
 
 
+def test_structures_travel_to_workers_unchanged():
+    """What a worker rebuilds is the same crystal bit for bit (lattice, fractional and Cartesian
+    coordinates, species with oxidation states), with its site and structure properties; anything else
+    travels as itself."""
+    lattice = Lattice(np.array([[4.1, 0.013, 0.0], [0.3, 4.4, 0.0], [0.1, 0.2, 5.3]]) * (1 + 1e-13), pbc=(True, True, False))
+    crystal = Structure(lattice, ["Na+", "Cl-", "Cl-"], [[0.1, 0.2, 0.3], [0.6, 0.7, 0.8], [1 / 3, 2 / 3, 0.55]],
+                        coords_are_cartesian=False, site_properties={"magmom": [0.0, 0.5, -0.5]},
+                        properties={"shift": 0.25, "source": "sample 7"}, charge=-1.0)
+    crystal.perturb(0.07, seed=3)
+    disordered = Structure(Lattice.cubic(4.0), [{"Na": 0.5, "K": 0.5}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    error = ValueError("unreadable file")
+    back = restored(portable([crystal, None, disordered, error]))
+    copy = back[0]
+    assert copy is not crystal and Cell.of(copy).key == Cell.of(crystal).key
+    assert np.array_equal(copy.cart_coords, crystal.cart_coords)
+    assert copy.lattice.pbc == (True, True, False)
+    assert [str(sp) for sp in copy.species] == ["Na+", "Cl-", "Cl-"]
+    assert copy.site_properties == {"magmom": [0.0, 0.5, -0.5]}
+    assert copy.properties == {"shift": 0.25, "source": "sample 7"} and copy.charge == -1.0
+    assert back[1] is None and back[2] is disordered and back[3] is error
+
+
+@needs_fork
+def test_the_pool_is_kept_for_calls_with_the_same_models():
+    """Workers are forked once and serve later calls with the same models; other models get a new pool."""
+    models, others = object(), object()
+
+    def where(chunk: list) -> int:
+        return os.getpid()
+
+    def pids(keep: tuple, chunks: int = 4) -> set[int]:
+        with ChunkRunner(where, workers=2, chunks=chunks, keep=keep) as runner:
+            return set(runner.map([[i] for i in range(chunks)]))
+
+    try:
+        first = pids((models,))
+        assert os.getpid() not in first and len(first) >= 1
+        assert pids((models,)) <= first                     # the same processes
+        replaced = pids((others,))
+        assert not replaced & first                         # other models: a new pool
+        close_workers()
+        assert not pids((others,)) & replaced               # closed: forked again
+    finally:
+        close_workers()
+
+
+@needs_fork
+def test_a_kept_pool_scores_structures_made_after_it_started(fakes):
+    """Structures made after the workers were forked reach them (they are sent, not inherited), with the
+    properties the MLIP reads."""
+    score(mixed_batch(), mlip=fakes, hull=None, batch_size=4, workers=2)
+    pool = workers._KEPT
+    assert pool is not None
+    later = [rocksalt(5.0 + 0.07 * i, ("Na", "Cl")) for i in range(10)]
+    for i, crystal in enumerate(later):
+        crystal.properties["shift"] = 0.01 * i
+    two = score(later, mlip=fakes, hull=None, batch_size=4, workers=2)
+    assert workers._KEPT is pool                            # the same workers served the second call
+    same_table(two, score(later, mlip=fakes, hull=None, batch_size=4, workers=1))
+    assert two["error"].isna().all()
+    assert np.allclose(two["energy_per_atom"], (MU["Na"] + MU["Cl"]) / 2 + 0.01 * np.arange(10))
+
+
 @needs_fork
 def test_relaxations_spread_over_workers(fakes, monkeypatch):
     relax_module = pytest.importorskip("core.scoring.relax")
@@ -100,8 +164,10 @@ def test_a_worker_that_dies_loses_nothing(fakes, monkeypatch):
     monkeypatch.setattr(pipeline._Scorer, "measure_packed", dies_in_a_worker)
     items = mixed_batch()
     table = score(items, mlip=fakes, hull=None, batch_size=4, workers=2)
+    assert workers._KEPT is None                            # a broken pool is not kept
     monkeypatch.setattr(pipeline._Scorer, "measure_packed", real)
     same_table(table, score(items, mlip=fakes, hull=None, batch_size=4, workers=1))
+    same_table(table, score(items, mlip=fakes, hull=None, batch_size=4, workers=2))   # a new pool works
 
 
 @needs_fork
@@ -112,6 +178,9 @@ def test_stop_with_workers_returns_the_rows_done(fakes):
                   progress=lambda done, total: seen.append(done), should_stop=lambda: len(seen) >= 2)
     assert table.attrs["stopped"] and len(table) == seen[-1] == 4
     assert list(table.index) == [0, 1, 2, 3]
+    # the kept workers drop the chunks the stopped call had sent ahead, and serve the next call in full
+    same_table(score(items, mlip=fakes, hull=None, batch_size=2, workers=2),
+               score(items, mlip=fakes, hull=None, batch_size=2, workers=1))
 
 
 @needs_fork

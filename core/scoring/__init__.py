@@ -32,6 +32,7 @@ _EXPORTS = {
     "load_bandgap_model": "core.scoring.bandgap",
     "load_dielectric_model": "core.scoring.dielectric",
     "default_workers": "core.scoring.workers",
+    "close_workers": "core.scoring.workers",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -29,6 +29,7 @@ fidelity), ``eps_elec`` (dimensionless), ``eps_elec_std`` (calibrated spread of 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -246,6 +247,10 @@ class _Scorer:
         return [ScoringError(error) if error is not None else (float(mean), float(std))
                 for mean, std, error in ensemble[["eps_elec_mean", "eps_elec_std", "eps_elec_error"]].itertuples(index=False)]
 
+    def loaded(self) -> tuple:
+        """What stages 1-4 depend on: worker processes forked with these serve any scorer holding the same."""
+        return self.mlip, self.hull, self.gap_model, self.eps_model, self.relax
+
     def measure_packed(self, items: Sequence[Any]) -> list[tuple]:
         """``measure_chunk`` as a worker process returns it (``_Row.packed``)."""
         return [row.packed() for row in self.measure_chunk(items)]
@@ -318,12 +323,8 @@ def score_iter(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_ML
     size = 1 if relax else max(1, int(batch_size))
     workers = useful_workers(total, size, workers) if pick_torch_device(device) == "cpu" else 1  # one process per GPU
     chunks = spans(total, size, workers)
-
-    def measure(span: tuple[int, int]) -> list[tuple]:  # in a worker: the structures came with the fork
-        return scorer.measure_packed(structures[span[0]:span[1]])
-
-    with ChunkRunner(measure, workers, len(chunks)) as runner:
-        measured = runner.map(chunks)
+    with (ChunkRunner(scorer.measure_packed, workers, len(chunks), keep=scorer.loaded()) as runner,
+          contextlib.closing(runner.map([structures[start:stop] for start, stop in chunks])) as measured):
         for start, stop in chunks:
             if should_stop is not None and should_stop():
                 return
@@ -353,7 +354,9 @@ def score(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_MLIP, r
         should_stop: polled before each chunk; True ends scoring and returns the rows done so far.
         batch_size: structures per batched model call.
         workers: processes scoring chunks side by side on a CPU (``core.scoring.workers``; 1: this
-            process only; ``default_workers(device)`` gives one per core). Ignored on a GPU.
+            process only; ``default_workers(device)`` gives one per core). Ignored on a GPU. The
+            processes stay after the call and serve the next call with the same models;
+            ``close_workers()`` stops them.
 
     Returns:
         DataFrame with the columns of ``COLUMNS`` (units in the names), indexed by input position;
