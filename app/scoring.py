@@ -143,7 +143,7 @@ def preload(settings: ScoreSettings) -> None:
     if settings.relax:
         modules.append("core.scoring.relax")
     if settings.properties:
-        modules += ["core.scoring.bandgap", "core.scoring.dielectric"]
+        modules += ["core.scoring.backends.bandgap", "core.scoring.dielectric"]
     for name in modules:
         try:
             importlib.import_module(name)

@@ -58,7 +58,7 @@ def time_calls(predict, structures: list[Structure], **kw) -> tuple[float, float
 def main() -> None:
     import torch
 
-    from core.scoring.bandgap import BandGapModel
+    from core.scoring.backends.bandgap import BandGapModel
     from core.scoring.mlip import MLIP_NAMES, load_mlip
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

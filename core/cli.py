@@ -15,7 +15,7 @@ from core.errors import CrystalFormerError
 # module path -> provides register(subparsers); imported lazily so `--help` stays fast
 COMMAND_MODULES = (
     "core.commands.model_cli",     # sample, logp, export
-    "core.scoring.cli",            # score
+    "core.commands.score_cli",     # score
     "core.commands.train_cli",     # train, rl
     "core.commands.screen_cli",    # screen
     "core.commands.trust_cli",     # trust

@@ -10,7 +10,7 @@ import pytest
 from pymatgen.core import Lattice, Structure
 
 from core.errors import ScoringError
-from core.scoring.bandgap import BandGapModel, load_bandgap_model
+from core.scoring.backends.bandgap import BandGapModel, load_bandgap_model
 
 
 def rocksalt(a: float = 5.69) -> Structure:

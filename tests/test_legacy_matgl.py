@@ -18,7 +18,7 @@ from core import settings
 from core.errors import MissingResourceError
 from core.scoring.backends.matgl_backend import MatglPES
 from core.scoring.backends.matgl_property import MatglPropertyModel
-from core.scoring.legacy_matgl import (
+from core.scoring.backends.legacy_matgl import (
     LegacyM3GNetGraphConv,
     LegacyMEGNetGraphConv,
     LegacyTensorEmbedding,

@@ -12,7 +12,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from core import cli
 from core.scoring import hull, pipeline
-from core.scoring.cli import read_structures
+from core.commands.score_cli import read_structures
 from scoring_doubles import FakeMLIP, FakePropertyModel, rocksalt
 
 MU = {"Na": -1.31, "Cl": -1.84, "K": -1.11, "Br": -1.63, "Mg": -1.60, "O": -4.95}

@@ -131,7 +131,7 @@ def _shortlist_structures(which: str) -> tuple[list[Structure], list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     from core.dft_export import write_dft_inputs
-    from core.scoring.cli import read_structures
+    from core.commands.score_cli import read_structures
 
     if args.rank not in ("mean", "lcb"):
         raise InvalidInputError(f"--rank {args.rank}: use mean or lcb")

@@ -29,7 +29,7 @@ _EXPORTS = {
     "load_mlip": "core.scoring.mlip",
     "MLIP_NAMES": "core.scoring.mlip",
     "DEFAULT_MLIP": "core.scoring.mlip",
-    "load_bandgap_model": "core.scoring.bandgap",
+    "load_bandgap_model": "core.scoring.backends.bandgap",
     "load_dielectric_model": "core.scoring.dielectric",
     "default_workers": "core.scoring.workers",
     "close_workers": "core.scoring.workers",

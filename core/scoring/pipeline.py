@@ -162,7 +162,7 @@ class _Row:
 
 def load_property_models(device: str | None = None) -> tuple[Any, Any]:
     """The band-gap model (MEGNet, PBE fidelity) and the dielectric model, loaded once per process."""
-    from core.scoring.bandgap import load_bandgap_model
+    from core.scoring.backends.bandgap import load_bandgap_model
     from core.scoring.dielectric import load_dielectric_model
 
     return load_bandgap_model(device=device), load_dielectric_model(device=device)

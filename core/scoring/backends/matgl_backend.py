@@ -13,7 +13,7 @@ import torch
 from pymatgen.core import Structure
 
 from core.scoring.backends.matgl_graphs import graph_batch
-from core.scoring.legacy_matgl import load_matgl
+from core.scoring.backends.legacy_matgl import load_matgl
 from core.scoring.mlip import GPA_PER_EV_A3, BatchedMLIP, stress_3x3_to_voigt
 
 

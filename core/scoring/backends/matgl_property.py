@@ -15,7 +15,7 @@ from pymatgen.core import Structure
 
 from core.errors import ScoringError
 from core.scoring.backends.matgl_graphs import graph_batch
-from core.scoring.legacy_matgl import load_matgl
+from core.scoring.backends.legacy_matgl import load_matgl
 from core.scoring.mlip import InputLimits, check_structure, predict_in_batches
 
 

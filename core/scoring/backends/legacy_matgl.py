@@ -108,7 +108,7 @@ try:  # the layer classes whose aggregation direction changed
     from matgl.layers import M3GNetGraphConv, MEGNetGraphConv, TensorEmbedding
     from matgl.utils.maths import scatter_add
 except ImportError as _exc:  # pragma: no cover - matgl is a pinned requirement
-    raise ImportError("core.scoring.legacy_matgl needs matgl==4.1.2 (see requirements.txt)") from _exc
+    raise ImportError("core.scoring.backends.legacy_matgl needs matgl==4.1.2 (see requirements.txt)") from _exc
 
 
 class LegacyMEGNetGraphConv(MEGNetGraphConv):
