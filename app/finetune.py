@@ -9,8 +9,6 @@ folder continues it (the trainer resumes parameters, optimizer state and baselin
 from __future__ import annotations
 
 import contextlib
-import importlib
-import os
 import re
 import shutil
 import time
@@ -35,13 +33,13 @@ FRACTION_COLUMNS = ("valid_fraction", "stable_fraction", "scored_fraction")   # 
 
 
 def _ehull_reward(mlip: str, hull: str):
-    from core.ppo import EhullReward
+    from core.scoring.rewards import EhullReward
 
     return EhullReward(mlip=mlip, hull=hull)
 
 
 def _fom_reward(mlip: str, hull: str):
-    from core.ppo import FomReward
+    from core.scoring.rewards import FomReward
 
     return FomReward()
 
@@ -51,23 +49,8 @@ REWARD_FACTORIES = {"ehull": _ehull_reward, "fom": _fom_reward}
 
 
 def reward_factory(reward: str):
-    """The factory for ``reward``; ``CFRL_APP_REWARD=package.module:factory`` replaces every reward with one
-    fast stand-in (the browser test runs a real server this way, as ``CFRL_APP_SCORER`` does for scoring)."""
-    hook = os.environ.get("CFRL_APP_REWARD", "").strip()
-    if not hook:
-        return REWARD_FACTORIES[reward]
-    module, _, name = hook.partition(":")
-    return getattr(importlib.import_module(module), name or "reward_factory")
-
-
-def unavailable() -> str | None:
-    """Why live fine-tuning cannot run in this checkout (None when it can)."""
-    try:
-        from core.ppo import PPOConfig, PPOTrainer  # noqa: F401
-    except ImportError as exc:
-        return (f"Live fine-tuning is not available yet: it needs core/ppo.py (PPOTrainer), which this checkout "
-                f"does not have ({exc}). Update the checkout (git pull) to get it.")
-    return None
+    """The factory for ``reward`` (a test server replaces them all through ``app.harness.use_stand_ins``)."""
+    return REWARD_FACTORIES[reward]
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,13 @@
 The scoring itself is ``core.scoring.pipeline.score_iter``; this module only resolves the user's
 choices into loaded models (cached in ``app.resources``) and runs the iterator in an ``app.jobs.Job``
 so rows appear as they finish and the run can be stopped. ``SCORER`` can be set to a function with
-``score_iter``'s signature (tests use a fast fake).
+``score_iter``'s signature (tests use a fast fake; a test server gets it as the ``--scorer`` argument of
+``app/main.py``, see ``app.harness.use_stand_ins``).
 """
 from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
-import os
 import threading
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
@@ -19,10 +18,9 @@ from app.jobs import Job
 from app.runtime import warm_up_enabled
 from app.pool import Pool
 
-FALLBACK_MLIP_NAMES = ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "orb")
 NOVELTY_KINDS = {"none": "none (novelty not judged)",
                  "training": "training set (matbench_dielectric + MP hulls)"}
-SCORER: Callable | None = None          # replaces core.scoring.pipeline.score_iter (tests; env CFRL_APP_SCORER)
+SCORER: Callable | None = None          # replaces core.scoring.pipeline.score_iter (tests: fast fakes)
 STATIC_BATCH = 8                        # structures per batched model call: small, so rows appear often
 
 
@@ -44,62 +42,22 @@ class ScoreSettings:
         return f"{self.mlip}, {relax}, hull: {self.hull}"
 
 
-def _scorer_from_env() -> None:
-    """``CFRL_APP_SCORER=package.module:function`` or ``path/to/file.py:function`` plugs in another
-    scorer with ``score_iter``'s signature (the browser tests use a fast fake this way)."""
-    global SCORER
-    spec = os.environ.get("CFRL_APP_SCORER", "").strip()
-    if SCORER is not None or not spec:
-        return
-    module, _, name = spec.rpartition(":") if spec.count(":") else (spec, "", "score_iter")
-    if module.endswith(".py"):
-        loader = importlib.util.spec_from_file_location(f"cfrl_app_scorer_{abs(hash(module))}", module)
-        mod = importlib.util.module_from_spec(loader)
-        loader.loader.exec_module(mod)
-    else:
-        mod = importlib.import_module(module)
-    SCORER = getattr(mod, name or "score_iter")
-
-
-def scoring_unavailable() -> str | None:
-    """Why scoring cannot run here (a message naming what is missing), or None."""
-    if SCORER is not None:
-        return None
-    try:
-        import core.scoring.mlip  # noqa: F401
-        import core.scoring.pipeline  # noqa: F401
-    except ImportError as exc:
-        return (f"The scoring engine is not installed ({exc}). It lives in core/scoring/; "
-                "update the checkout (git pull) or run `make setup`.")
-    return None
-
-
 def mlip_names() -> tuple[str, ...]:
-    try:
-        from core.scoring.mlip import MLIP_NAMES
-    except ImportError:
-        return FALLBACK_MLIP_NAMES
+    from core.scoring.mlip import MLIP_NAMES
+
     return tuple(MLIP_NAMES)
 
 
 def default_settings() -> ScoreSettings:
-    try:
-        from core.scoring.mlip import DEFAULT_MLIP
-    except ImportError:
-        DEFAULT_MLIP = FALLBACK_MLIP_NAMES[0]
-    return ScoreSettings(mlip=DEFAULT_MLIP, novelty="training" if training_set_available() else "none")
+    from core.scoring.mlip import DEFAULT_MLIP
+
+    return ScoreSettings(mlip=DEFAULT_MLIP, novelty="training")
 
 
 def hull_kinds() -> tuple[str, ...]:
-    try:
-        from core.scoring.hull import HULL_KINDS
-    except ImportError:
-        return ("bundled", "mp-api")
+    from core.scoring.hull import HULL_KINDS
+
     return tuple(HULL_KINDS)
-
-
-def training_set_available() -> bool:
-    return importlib.util.find_spec("core.screen.scorers") is not None
 
 
 def property_models_unavailable() -> str | None:
@@ -111,9 +69,6 @@ def property_models_unavailable() -> str | None:
         from core.scoring.pipeline import load_property_models
 
         load_property_models()          # cached by the core: the scoring thread reuses them
-    except ImportError as exc:
-        return (f"Band gap and ε_elec are not available in this checkout ({exc}): {consequence} "
-                "Update the checkout to get them.")
     except Exception as exc:  # noqa: BLE001 - e.g. MissingResourceError naming the model folder and the fix
         return f"Band gap and ε_elec are not available: {exc} Until then {consequence}"
     return None
@@ -145,10 +100,7 @@ def preload(settings: ScoreSettings) -> None:
     if settings.properties:
         modules += ["core.scoring.backends.bandgap", "core.scoring.dielectric"]
     for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
+        importlib.import_module(name)
 
 
 def resolve(settings: ScoreSettings) -> dict:
@@ -172,8 +124,8 @@ def resolve(settings: ScoreSettings) -> dict:
 
 @functools.lru_cache(maxsize=2)
 def novelty_reference(kind: str):
-    """``core.screen.scorers.novelty_reference`` built once per process (a few thousand structures)."""
-    from core.screen.scorers import novelty_reference as build
+    """``core.scoring.references.training.novelty_reference`` built once per process (a few thousand structures)."""
+    from core.scoring.references.training import novelty_reference as build
 
     return build(kind)
 
@@ -222,8 +174,6 @@ def warm_up(settings: ScoreSettings | None = None) -> threading.Thread | None:
     global _WARM_UP
     if _WARM_UP is not None or SCORER is not None or not warm_up_enabled():
         return _WARM_UP
-    if scoring_unavailable():
-        return None
     settings = settings or default_settings()
     preload(settings)
 
@@ -244,6 +194,3 @@ def start_scoring(targets: Sequence[tuple[Pool, Sequence[int]]], settings: Score
     preload(settings)
     total = sum(1 for pool, ids in targets for i in ids if pool.structure(i) is not None)
     return Job(name, lambda stop, job: score_rows(targets, settings, stop, job), total=total).start()
-
-
-_scorer_from_env()

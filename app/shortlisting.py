@@ -27,14 +27,6 @@ SHOWN = ("id", "formula", "spacegroup", "spacegroup_symbol", "nsites", "e_above_
          "tags", "added_at")
 
 
-def unavailable() -> str | None:
-    try:
-        import core.shortlist  # noqa: F401
-    except ImportError:
-        return "The shortlist needs core/shortlist.py, which is not in this checkout yet."
-    return None
-
-
 def store():
     from core.shortlist import Shortlist
 
@@ -73,21 +65,32 @@ def feasibility_of(structure, properties: Mapping[str, Any]) -> dict[str, Any]:
 def assess_entries(store, ids, committee: bool = False, on_member=None) -> int:
     """Add uncertainty (dielectric ensemble ε ± σ, FoM ± σ; with ``committee`` the MLIP committee's
     E_hull ± σ, slow: it loads CHGNet and SevenNet) and the feasibility checklist to shortlist entries,
-    stored in their properties. Returns the number of entries updated."""
-    from core.scoring.uncertainty import COMMITTEE, add_uncertainty
+    stored in their properties (``core.scoring.assess.judge``, as ``python -m core trust`` does).
+    Returns the number of entries updated."""
+    from core.scoring.assess import judge
+    from core.scoring.uncertainty import COMMITTEE
 
     entries = store.entries(ids)
     if not entries:
         return 0
-    frame = pd.DataFrame([e.properties for e in entries])
-    frame = add_uncertainty(frame, [e.structure for e in entries], committee=COMMITTEE if committee else None,
-                            on_member=on_member)
+    # object dtype: stored integers (relax_steps) stay integers for the checklist's messages
+    frame = pd.DataFrame([e.properties for e in entries], dtype=object)
+    frame = judge(frame, [e.structure for e in entries], committee=COMMITTEE if committee else None,
+                  on_member=on_member)
     members = [c for c in frame.columns if c.startswith("e_above_hull_") and c not in STORED_PROPERTIES]
+    checklist = [c for c in frame.columns if c.startswith(("feasible_", "feasibility_"))]
     for entry, record in zip(entries, frame.to_dict("records")):
         props = _plain(record, (*STORED_PROPERTIES[STORED_PROPERTIES.index("e_above_hull_mean"):], *members))
-        props.update(feasibility_of(entry.structure, {**entry.properties, **props}))
+        props.update({c: _none_if_missing(record.get(c)) for c in checklist})
         store.update(entry.id, properties=props)
     return len(entries)
+
+
+def _none_if_missing(value: Any) -> Any:
+    """A checklist value as stored: None for "not judged", plain Python otherwise."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def dft_inputs_zip(store, ids) -> bytes:
@@ -103,10 +106,6 @@ def tags_text(tags) -> str:
 
 def add_form(entry, row: Mapping[str, Any], key: str) -> None:
     """Notes, tags and an 'Add to shortlist' button for one pool entry."""
-    missing = unavailable()
-    if missing:
-        st.info(missing)
-        return
     with st.form(f"{key}-form", border=True):
         st.markdown("**Keep this candidate**")
         c1, c2 = st.columns([3, 2])

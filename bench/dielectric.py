@@ -28,8 +28,9 @@ sys.path.insert(0, str(REPO))
 from core.scoring.dielectric import BOOSTER_FILE, META_FILE, RETRAIN, default_model_dir, lorentz_lorenz  # noqa: E402
 from core.scoring.dielectric_train import (  # noqa: E402
     DATASET, LIGHTGBM_PARAMS, LL_FIT_MAX_N, MATBENCH_SEED, ROUNDS, SEEDS, data_path, descriptor_matrix, fit_model,
-    load_matbench_dielectric, train_and_save,
+    train_and_save,
 )
+from core.scoring.references.training import load_matbench_dielectric  # noqa: E402
 
 # matbench v0.1 leaderboard, matbench_dielectric, mean n MAE over the 5 folds
 LEADERBOARD = (("MODNet v0.1.12", 0.2711), ("ALIGNN", 0.3449), ("CGCNN v2019", 0.5988))

@@ -52,7 +52,8 @@ def dielectric_rows(folds: list[int], log) -> dict:
     """Per test row: DFPT ε, ensemble ε (model prediction), members' ε; fitted on the other folds."""
     from sklearn.model_selection import KFold
 
-    from core.scoring.dielectric_train import MATBENCH_SEED, descriptor_matrix, fit_model, load_matbench_dielectric
+    from core.scoring.dielectric_train import MATBENCH_SEED, descriptor_matrix, fit_model
+    from core.scoring.references.training import load_matbench_dielectric
     from core.scoring.uncertainty import dielectric_members
 
     path = cache("dielectric")

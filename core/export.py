@@ -6,20 +6,24 @@ Writing: ``cif`` (symmetrised with pymatgen's CifWriter where that round-trips, 
 
 Reading: ``read_structures(data, filename)`` accepts CIF (several data blocks allowed), POSCAR/CONTCAR/
 ``*.vasp``, extended XYZ (several frames allowed), pymatgen JSON (one structure, a list, or an entry dict
-holding one) and zip archives of those. It never raises for a bad file: it returns the structures it could
+holding one), CSV tables with a ``cif`` or ``structure`` column and zip archives of those. It never raises for a bad file: it returns the structures it could
 read and one clear ``"<file>: <problem>"`` string per problem (empty, binary, too large, unparseable, no
 periodic cell, unknown element, non-finite lattice, non-positive volume, overlapping atoms, too many sites).
 Each structure read carries ``structure.properties["filename"]`` and ``["label"]`` (the file name, with
-``#k`` appended when the file held several structures).
+``#k`` appended when the file held several structures). ``read_files(paths)`` reads files and folders
+(gzip too) into (label, Structure or Exception) records, ``read_paths(paths)`` into structures or one error.
 """
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
+import sys
 import warnings
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -216,7 +220,7 @@ def _is_binary(data: bytes) -> bool:
 
 
 def detect_format(filename: str, text: str | None = None) -> str | None:
-    """"cif" | "poscar" | "extxyz" | "json" | "zip" from the file name, else from the content; None if unknown."""
+    """"cif" | "poscar" | "extxyz" | "json" | "zip" | "csv" from the file name, else from the content; None if unknown."""
     name = filename.lower().rsplit("/", 1)[-1]
     if name.endswith((".cif", ".mcif")):
         return "cif"
@@ -226,6 +230,8 @@ def detect_format(filename: str, text: str | None = None) -> str | None:
         return "extxyz"
     if name.endswith(".zip"):
         return "zip"
+    if name.endswith(".csv"):
+        return "csv"
     if name.endswith((".vasp", ".poscar")) or "poscar" in name or "contcar" in name:
         return "poscar"
     if text is None:
@@ -316,7 +322,26 @@ def _json_structures(text: str) -> tuple[list[Structure], list[str]]:
     return structures, problems
 
 
-_READERS = {"cif": _cif_structures, "poscar": _poscar_structures, "extxyz": _extxyz_structures,
+def _csv_structures(text: str) -> tuple[list[Structure], list[str]]:
+    """A table with a ``cif`` (CIF text) or ``structure`` (pymatgen dict) column, one structure per row."""
+    try:
+        frame = pd.read_csv(io.StringIO(text))
+    except Exception as exc:
+        return [], [f"not a readable CSV table ({type(exc).__name__}: {exc})"[:300]]
+    column = "cif" if "cif" in frame else "structure" if "structure" in frame else None
+    if column is None:
+        return [], ["CSV needs a 'cif' or 'structure' column"]
+    structures, problems = [], []
+    for k, cell in enumerate(frame[column]):
+        text = str(cell)
+        found, trouble = (_cif_structures(text) if "_cell_length_a" in text
+                          else _json_structures(text.replace("'", '"')))
+        structures += found
+        problems += [f"row {k + 1}: {p}" for p in trouble]
+    return structures, problems
+
+
+_READERS = {"csv": _csv_structures, "cif": _cif_structures, "poscar": _poscar_structures, "extxyz": _extxyz_structures,
             "json": _json_structures}
 
 
@@ -360,8 +385,8 @@ def _zip_structures(data: bytes, filename: str) -> tuple[list[Structure], list[s
     return structures, errors
 
 
-def read_structures(data: bytes | str | None, filename: str, *,
-                    max_sites: int = MAX_SITES) -> tuple[list[Structure], list[str]]:
+def read_structures(data: bytes | str | None, filename: str, *, max_sites: int = MAX_SITES,
+                    max_bytes: int | None = None) -> tuple[list[Structure], list[str]]:
     """Structures from one uploaded file, and one clear message per problem. Never raises for bad data.
 
     Args:
@@ -369,15 +394,18 @@ def read_structures(data: bytes | str | None, filename: str, *,
         filename: its name; the extension picks the format (.cif, .json, .xyz/.extxyz, .zip, POSCAR/CONTCAR/
             .vasp), else the content is sniffed.
         max_sites: structures with more sites are refused.
+        max_bytes: larger files are refused (default ``MAX_UPLOAD_BYTES``, an upload limit; local files
+            read by ``read_paths`` may be larger).
     """
     filename = str(filename or "upload")
+    max_bytes = MAX_UPLOAD_BYTES if max_bytes is None else max_bytes
     try:
         if data is None or len(data) == 0:
             return [], [f"{filename}: empty file"]
         if isinstance(data, str):
             data = data.encode("utf-8")
-        if len(data) > MAX_UPLOAD_BYTES:
-            return [], [f"{filename}: {len(data) / 2**20:.1f} MB, over the {MAX_UPLOAD_BYTES / 2**20:.0f} MB "
+        if len(data) > max_bytes:
+            return [], [f"{filename}: {len(data) / 2**20:.1f} MB, over the {max_bytes / 2**20:.0f} MB "
                          "limit for one file"]
         fmt = detect_format(filename)
         if fmt == "zip" or (fmt is None and data[:4] == b"PK\x03\x04"):
@@ -390,7 +418,7 @@ def read_structures(data: bytes | str | None, filename: str, *,
             return [], [f"{filename}: empty file"]
         fmt = fmt or detect_format(filename, text)
         if fmt is None:
-            return [], [f"{filename}: unknown format (use .cif, POSCAR/CONTCAR/.vasp, .extxyz or .json)"]
+            return [], [f"{filename}: unknown format (use .cif, POSCAR/CONTCAR/.vasp, .extxyz, .json or .csv)"]
         found, problems = _READERS[fmt](text)
     except Exception as exc:  # a reader failing in an unforeseen way must not stop a batch
         return [], [f"{filename}: could not be read ({type(exc).__name__}: {exc})"[:300]]
@@ -406,3 +434,78 @@ def read_structures(data: bytes | str | None, filename: str, *,
         structure.properties = {**(structure.properties or {}), "filename": filename, "label": label}
         structures.append(structure)
     return structures, errors
+
+
+# ------------------------------------------------------------------------------------------------------
+# Reading files and folders (the one reader behind every command, training and the novelty reference)
+# ------------------------------------------------------------------------------------------------------
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """The structure files named by ``paths``; a folder stands for its structure files (one level deep).
+
+    Raises:
+        InvalidInputError: a path does not exist, or a folder holds no structure file.
+    """
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if not path.exists():
+            raise InvalidInputError(f"input {path} not found")
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.is_file() and detect_format(p.name.removesuffix(".gz")) is not None)
+            if not found:
+                raise InvalidInputError(f"folder {path} holds no structure files (.cif, .extxyz/.xyz, .json, .csv, .zip, POSCAR)")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
+def read_files(paths: Iterable[str | Path], *, max_bytes: int | None = None,
+               warn: bool = True) -> list[tuple[str, Structure | Exception]]:
+    """(label, Structure or the reason it could not be read) for every structure in the input paths.
+
+    Files are parsed by ``read_structures`` (CIF blocks, extxyz frames, JSON lists, CSV tables, zips);
+    ``.gz`` files are decompressed first. Labels are the file name, ``#k`` (1-based) for multi-structure
+    files. With ``warn`` each problem is also printed to stderr as a ``warning:`` line.
+
+    Raises:
+        InvalidInputError: a path does not exist, a folder holds no structure file, or nothing was readable.
+    """
+    records: list[tuple[str, Structure | Exception]] = []
+    problems: list[str] = []
+    for path in expand_paths(paths):
+        data = path.read_bytes()
+        name = path.name
+        if name.lower().endswith(".gz"):
+            try:
+                data, name = gzip.decompress(data), name[:-3]
+            except (OSError, EOFError) as exc:
+                problems.append(f"{path.name}: not a gzip file ({exc})")
+                records.append((path.name, InvalidInputError(problems[-1])))
+                continue
+        found, messages = read_structures(data, name, max_bytes=max_bytes)
+        records.extend((str(s.properties.get("label", name)), s) for s in found)
+        for message in messages:
+            problems.append(message)
+            records.append((message.split(": ", 1)[0], InvalidInputError(message)))
+    if not any(isinstance(item, Structure) for _, item in records):
+        raise InvalidInputError(f"no readable structure in the input: {'; '.join(problems) or 'no structures'}")
+    if warn:
+        for problem in problems:
+            print(f"warning: {problem}", file=sys.stderr)
+    return records
+
+
+def read_paths(paths: Iterable[str | Path]) -> list[Structure]:
+    """Every structure in the input paths, for inputs that must be read whole (training data, a novelty
+    reference): local files, so no size limit.
+
+    Raises:
+        InvalidInputError: a path is missing, or any structure in it cannot be read (all problems named).
+    """
+    records = read_files(paths, max_bytes=2**62, warn=False)
+    problems = [str(item) for _, item in records if not isinstance(item, Structure)]
+    if problems:
+        raise InvalidInputError(f"cannot read every structure: {'; '.join(problems)}"[:2000])
+    return [item for _, item in records]

@@ -3,7 +3,8 @@
 Objective (Eq. 1): maximise E_{x~pθ}[ r(x) − τ ln(pθ(x)/p_base(x)) ]. Per step k:
 
 1. draw a batch from the current policy p_old (space groups as configured);
-2. score it: r(x) from any callable on Structures (built in: −E_hull, and FoM = ε_elec·E_g);
+2. score it: r(x) from any callable on Structures (the paper's −E_hull and FoM = ε_elec·E_g live with the
+   scorers, in the scoring package's ``rewards`` module; this loop imports no scorer);
 3. R(x) = r(x) − τ ln(p_old(x)/p_base(x)); baseline b_k = η b_{k−1} + (1−η) mean(R_k), b_0 = mean(R_0),
    η = 0.95; advantage A(x) = r(x) − b_k;
 4. three updates (Adam, lr 1e-4, gradient clipping 1) ascending the clipped surrogate
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +36,6 @@ from core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from core.config import ModelConfig
 from core.data import ARRAY_KEYS
 from core.errors import InvalidInputError
-from core.scoring.mlip import DEFAULT_MLIP
 from core.logp import batched_logp, log_prob
 from core.sampler import element_mask, resolve_spacegroups, sample_arrays, samples_from_arrays
 
@@ -195,69 +194,6 @@ class PPOTrainer:
                 yield self.step()
         finally:
             self.save()
-
-
-# ---------------------------------------------------------------------------------------------
-# Built-in rewards (they use the scoring engine, imported lazily)
-# ---------------------------------------------------------------------------------------------
-EHULL_INVALID_PENALTY = 5.0    # eV/atom: an unbuildable or unscorable sample counts as 5 eV/atom above the hull
-EHULL_CLIP = (-1.0, 5.0)       # eV/atom: clip E_hull so a few outliers (or MLIP holes) cannot dominate a batch
-FOM_INVALID_VALUE = 0.0        # eV: an unscorable sample has no figure of merit
-
-
-class EhullReward:
-    """r(x) = −E_hull(x) in eV/atom from an MLIP and a hull reference (clipped to EHULL_CLIP)."""
-
-    def __init__(self, mlip: str = DEFAULT_MLIP, hull: str = "bundled", relax: bool = False, device: str | None = None):
-        self.mlip, self.hull, self.relax, self.device = mlip, hull, relax, device
-
-    def __call__(self, structures):
-        from core.scoring.pipeline import score
-
-        valid = [i for i, s in enumerate(structures) if s is not None]
-        e_hull = np.full(len(structures), np.nan)
-        if valid:
-            df = score([structures[i] for i in valid], mlip=self.mlip, relax=self.relax, hull=self.hull,
-                       properties=False, device=self.device)
-            e_hull[valid] = df["e_above_hull"].to_numpy(float)
-        ok = np.isfinite(e_hull)
-        reward = np.where(ok, -np.clip(np.nan_to_num(e_hull), *EHULL_CLIP), -EHULL_INVALID_PENALTY)
-        stats = {"e_hull_mean": float(np.mean(e_hull[ok])) if ok.any() else math.nan,
-                 "stable_fraction": float(np.mean(ok & (e_hull < 0.1))), "scored_fraction": float(ok.mean())}
-        return reward, stats
-
-
-class FomReward:
-    """r(x) = ε_elec(x) · E_g(x) in eV (figure of merit), from the band-gap and dielectric models.
-
-    Structures that cannot be scored (unbuildable, overlapping atoms, elements a model lacks) get
-    FOM_INVALID_VALUE. No energy is computed: stability is judged afterwards, as in the paper.
-    """
-
-    def __init__(self, device: str | None = None):
-        self.device = device
-
-    def __call__(self, structures):
-        from core.scoring.fom import figure_of_merit
-        from core.scoring.pipeline import input_problem, load_property_models
-
-        gap_model, eps_model = load_property_models(self.device)
-        idx = [i for i, s in enumerate(structures) if s is not None and input_problem(s) is None]
-        gap = np.full(len(structures), np.nan)
-        eps = np.full(len(structures), np.nan)
-        if idx:
-            batch = [structures[i] for i in idx]
-            for i, g, e in zip(idx, gap_model.predict(batch), eps_model.predict(batch)):
-                if not isinstance(g, Exception) and not isinstance(e, Exception):
-                    gap[i], eps[i] = float(g), float(e)
-        fom = np.array([figure_of_merit(e, g) if np.isfinite(e) and np.isfinite(g) else np.nan for e, g in zip(eps, gap)])
-        ok = np.isfinite(fom)
-        reward = np.where(ok, np.nan_to_num(fom), FOM_INVALID_VALUE)
-        stats = {"fom_mean": float(np.mean(fom[ok])) if ok.any() else math.nan,
-                 "band_gap_mean": float(np.mean(gap[ok])) if ok.any() else math.nan,
-                 "eps_mean": float(np.mean(eps[ok])) if ok.any() else math.nan,
-                 "scored_fraction": float(ok.mean())}
-        return reward, stats
 
 
 def write_history(path: str | Path, history: list[dict]) -> None:

@@ -3,11 +3,13 @@
 ``FakeMLIP`` gives every structure the energy Σ_atoms μ(element) + shift·N, with μ per element from a
 dict and ``shift`` (eV/atom) read from ``structure.properties["shift"]`` (0 if absent); forces and
 stress are zero, so any relaxation stops at once. Every compound made of such energies has formation
-energy ``shift`` exactly, which makes hull expectations exact. Like a real backend it reports an
-element outside its table and an atom with no neighbour within 5 Å as a ScoringError in that slot.
+energy ``shift`` exactly, which makes hull expectations exact. It implements the ``MLIP`` protocol of
+``core.scoring.mlip`` like a real backend: ``check`` refuses an element outside its table and an atom
+with no neighbour within 5 Å (ScoringError), and ``predict`` reports them in that slot.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,20 +49,25 @@ class FakeMLIP:
     name: str = "fake"
     label: str = "fake-linear"
     mp_compatible: bool = False
+    energy_scale: str = "linear-test"
+    cutoff_a: float = ISOLATION_CUTOFF_A
     calls: list[list[str]] = field(default_factory=list)   # formulas of every predict call
 
-    def energy(self, structure: Structure) -> float:
+    def check(self, structure: Structure) -> None:
         missing = sorted({el.symbol for el in structure.composition.elements} - set(self.potentials))
         if missing:
             raise ScoringError(f"element {', '.join(missing)} not covered by {self.label}")
-        centres = set(structure.get_neighbor_list(ISOLATION_CUTOFF_A)[0].tolist())
+        centres = set(structure.get_neighbor_list(self.cutoff_a)[0].tolist())
         lonely = [i for i in range(len(structure)) if i not in centres]
         if lonely:
-            raise ScoringError(f"isolated atom {structure[lonely[0]].specie} (no neighbour within {ISOLATION_CUTOFF_A} Å)")
+            raise ScoringError(f"isolated atom {structure[lonely[0]].specie} (no neighbour within {self.cutoff_a} Å)")
+
+    def energy(self, structure: Structure) -> float:
+        self.check(structure)
         shift = float(structure.properties.get("shift", 0.0))
         return sum(self.potentials[el.symbol] * n for el, n in structure.composition.items()) + shift * len(structure)
 
-    def predict(self, structures: list[Structure]) -> list[FakeEnergy | Exception]:
+    def predict(self, structures: Sequence[Structure], forces: bool = True) -> list[FakeEnergy | Exception]:
         self.calls.append([s.composition.reduced_formula for s in structures])
         out: list[FakeEnergy | Exception] = []
         for structure in structures:

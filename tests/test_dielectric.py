@@ -68,7 +68,7 @@ def test_wide_gap_crystals_near_experiment(model, name):
 
 def test_matbench_rows_within_measured_error(model):
     """Mean |Δn| over 40 seeded matbench rows with n < 4 stays below the 5-fold CV target (0.30)."""
-    from core.scoring.dielectric_train import load_matbench_dielectric
+    from core.scoring.references.training import load_matbench_dielectric
 
     structures, n = load_matbench_dielectric()
     rows = np.random.default_rng(7).choice(np.flatnonzero(n < 4), 40, replace=False)

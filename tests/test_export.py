@@ -199,3 +199,20 @@ def test_a_batch_of_mixed_files_never_raises():
         bad += errors
     assert [st.properties["filename"] for st in good] == ["ok.cif", "ok2.vasp"]
     assert [e.split(":")[0] for e in bad] == ["junk.cif", "none.cif", "text.json", "text.json"]
+
+
+def test_paths_read_whole_csv_tables_and_name_every_unreadable_structure(tmp_path):
+    """``read_paths`` (training data, novelty references): a CSV with a ``cif`` column reads back, and a
+    file with a broken structure stops with a message naming it rather than training on part of it."""
+    import pandas as pd
+
+    table = tmp_path / "set.csv"
+    pd.DataFrame({"cif": [E.cif(nacl()), E.cif(nacl())], "n": [1.5, 1.6]}).to_csv(table, index=False)
+    structures = E.read_paths([table])
+    assert len(structures) == 2 and all(s.composition.reduced_formula == "NaCl" for s in structures)
+    broken = tmp_path / "broken.cif"
+    broken.write_text("data_broken\n_cell_length_a nonsense\n")
+    with pytest.raises(InvalidInputError, match="broken.cif"):
+        E.read_paths([table, broken])
+    with pytest.raises(InvalidInputError, match="not found"):
+        E.read_paths([tmp_path / "absent.cif"])

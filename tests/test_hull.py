@@ -130,7 +130,6 @@ def test_non_mp_mlip_is_compared_on_the_formation_scale(tmp_cache):
             mu[el] = min(mu.get(el, 0.0), e.energy_per_atom)
     mlip = FakeMLIP(mu, name="formation-test", mp_compatible=False)
     hull._STORES.clear()
-    pytest.importorskip("core.scoring.relax")
     reference = EntriesFileReference(NA_FE_P_O, mlip)
     picks = [e for e in entries if len(e.composition.elements) == 3][:5]
     results = reference.e_above_hull_many([e.structure for e in picks], [e.energy for e in picks])
@@ -151,7 +150,6 @@ def test_element_outside_the_file_is_a_clear_error():
 
 
 def test_kind_b_file_reproduces_stored_hull(tmp_cache):
-    pytest.importorskip("core.scoring.relax")
     raw = _raw(LI_CO_O)
     mu = {"Li": -1.9, "Co": -7.1, "O": -4.9}
     mlip = FakeMLIP(mu, name="kindb", mp_compatible=False)

@@ -169,11 +169,11 @@ def test_summarize_rates():
 
 
 def test_training_sources_name_every_training_structure_by_its_own_formula():
-    from core import data
+    from core.scoring.references import training
 
-    sources = data.training_structure_sources()
-    matbench, _ = data.load_matbench_dielectric()
-    hulls = data.load_hull_structures()
+    sources = training.training_structure_sources()
+    matbench, _ = training.load_matbench_dielectric()
+    hulls = training.load_hull_structures()
     assert len(sources) == len(matbench) + len(hulls)
     key = lambda formula: Composition(formula).element_composition.reduced_formula  # noqa: E731
     for (formula, load), structure in zip(sources[::97], (matbench + hulls)[::97]):

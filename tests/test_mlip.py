@@ -16,12 +16,12 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from core import settings
 from core.errors import CheckpointError, InvalidInputError, MissingResourceError, ScoringError
+from core.scoring.inputs import InputLimits
 from core.scoring.mlip import (
     DEFAULT_MLIP,
     MLIP,
     MLIP_NAMES,
     EnergyResult,
-    InputLimits,
     check_structure,
     load_mlip,
 )

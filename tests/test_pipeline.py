@@ -14,7 +14,8 @@ from pymatgen.core import Lattice, Structure
 from core.errors import ScoringError
 from core.scoring import hull, pipeline
 from core.scoring.mlip import DEFAULT_MLIP
-from core.scoring.pipeline import COLUMNS, input_problem, score, score_iter
+from core.scoring.inputs import input_problem
+from core.scoring.pipeline import COLUMNS, score, score_iter
 from scoring_doubles import FakeMLIP, FakePropertyModel, fake_relax, fluorite, rocksalt
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -140,7 +141,8 @@ def test_uniqueness_and_novelty(fakes):
 
 
 def test_relaxation_columns(fakes, monkeypatch):
-    relax_module = pytest.importorskip("core.scoring.relax")
+    import core.scoring.relax as relax_module
+
     monkeypatch.setattr(relax_module, "relax", fake_relax)
     df = score([rocksalt(), rocksalt(5.0, ("Mg", "O"))], mlip=fakes, relax=True, hull=None, properties=False)
     assert list(df["relaxed"]) == [True, True] and list(df["relax_steps"]) == [0, 0]
@@ -151,7 +153,6 @@ def test_relaxation_columns(fakes, monkeypatch):
 def test_bundled_hull_through_the_pipeline(fakes):
     """With linear fake energies every reference compound has zero formation energy, so the query's
     E_hull is exactly its per-atom shift; a chemical system without reference compounds is flagged."""
-    pytest.importorskip("core.scoring.relax")
     structures = [rocksalt(shift=-0.02), rocksalt(5.0, ("Mg", "O"), shift=0.07), rocksalt(shift=0.2),
                   rocksalt(6.0, ("Na", "K"), shift=0.05)]
     df = score(structures, mlip=fakes, hull="bundled", properties=False)

@@ -16,14 +16,34 @@ from core.scoring.relax import relax
 
 
 class EMTPotential:
-    """ASE's effective-medium potential behind the MLIP interface (fast, analytic, Cu/Al/Ni/Ag/Au/Pd/Pt)."""
+    """ASE's effective-medium potential behind the MLIP protocol (fast, analytic, Cu/Al/Ni/Ag/Au/Pd/Pt)."""
 
-    name, label, mp_compatible = "emt", "ASE EMT", False
+    name, label, mp_compatible, energy_scale, cutoff_a = "emt", "ASE EMT", False, "emt", 6.0
+    elements = frozenset({"Cu", "Al", "Ni", "Ag", "Au", "Pd", "Pt"})
+
+    def check(self, structure):
+        from core.scoring.mlip import check_structure
+
+        check_structure(structure, label=self.label, elements=self.elements, cutoff_a=self.cutoff_a)
 
     def calculator(self):
         from ase.calculators.emt import EMT
 
         return EMT()
+
+    def predict(self, structures, forces=True):
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        from core.scoring.mlip import EnergyResult
+
+        out = []
+        for structure in structures:
+            atoms = AseAtomsAdaptor.get_atoms(structure)
+            atoms.calc = self.calculator()
+            energy = float(atoms.get_potential_energy())
+            out.append(EnergyResult(energy, energy / len(structure), atoms.get_forces() if forces else None,
+                                    atoms.get_stress() if forces else None))
+        return out
 
 
 def fcc_cu(a: float) -> Structure:

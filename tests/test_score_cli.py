@@ -12,7 +12,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from core import cli
 from core.scoring import hull, pipeline
-from core.commands.score_cli import read_structures
+from core.export import read_files
 from scoring_doubles import FakeMLIP, FakePropertyModel, rocksalt
 
 MU = {"Na": -1.31, "Cl": -1.84, "K": -1.11, "Br": -1.63, "Mg": -1.60, "O": -4.95}
@@ -34,7 +34,8 @@ def inputs(tmp_path):
 @pytest.fixture
 def fake_models(monkeypatch, tmp_path):
     monkeypatch.setenv("CFRL_CACHE_DIR", str(tmp_path / "cache"))
-    mlip_module = pytest.importorskip("core.scoring.mlip")
+    import core.scoring.mlip as mlip_module
+
     fake = FakeMLIP(dict(MU))
     monkeypatch.setattr(mlip_module, "load_mlip", lambda name=None, device=None, **kw: fake)
     monkeypatch.setattr(pipeline, "load_property_models",
@@ -44,7 +45,7 @@ def fake_models(monkeypatch, tmp_path):
 
 
 def test_reads_extxyz_cif_json_and_reports_garbage(inputs, capsys):
-    records = read_structures([inputs])
+    records = read_files([inputs])
     labels = [label for label, _ in records]
     assert labels[:2] == ["a.extxyz#1", "a.extxyz#2"] and "b.cif" in labels and "c.json" in labels
     formulas = {label: s.composition.reduced_formula for label, s in records if isinstance(s, Structure)}

@@ -142,7 +142,8 @@ def test_a_kept_pool_scores_structures_made_after_it_started(fakes):
 
 @needs_fork
 def test_relaxations_spread_over_workers(fakes, monkeypatch):
-    relax_module = pytest.importorskip("core.scoring.relax")
+    import core.scoring.relax as relax_module
+
     monkeypatch.setattr(relax_module, "relax", fake_relax)
     items = [rocksalt(5.6 + 0.01 * i) for i in range(6)]
     one = score(items, mlip=fakes, relax=True, hull=None, properties=False, workers=1)

@@ -130,9 +130,9 @@ def cmd_logp(args) -> int:
         if path.suffix == ".npz":
             rows += [(f"{path}[{i}]", r) for i, r in enumerate(_npz_rows(path))]
             continue
-        from core.data import read_structures
+        from core.export import read_paths
 
-        for i, structure in enumerate(read_structures([path])):
+        for i, structure in enumerate(read_paths([path])):
             label = f"{path}[{i}]" if path.suffix in (".extxyz", ".xyz", ".json") or path.is_dir() else str(path)
             try:
                 rows.append((label, CrystalTokens.from_structure(structure).to_arrays(n_max)))

@@ -4,14 +4,14 @@
 
 Inputs (any mix, folders are searched one level deep): extended XYZ (``.extxyz``/``.xyz``, every
 frame), CIF (``.cif``, every data block), pymatgen JSON (a Structure, a list of them), VASP
-POSCAR/CONTCAR/``.vasp``, zips of those, each optionally gzipped; read with ``core.export``. A file or
-structure that cannot be read becomes a row with an ``error`` and the rest is scored; a missing path,
-or input that holds no readable structure at all, stops with one clear line.
+POSCAR/CONTCAR/``.vasp``, CSV tables with a ``cif`` column, zips of those, each optionally gzipped;
+read with ``core.export.read_files``. A file or structure that cannot be read becomes a row with an
+``error`` and the rest is scored; a missing path, or input that holds no readable structure at all,
+stops with one clear line.
 """
 from __future__ import annotations
 
 import argparse
-import gzip
 import math
 import sys
 from pathlib import Path
@@ -20,60 +20,6 @@ from typing import Any
 from pymatgen.core import Structure
 
 from core.errors import InvalidInputError
-
-
-def _expand(paths: list[str | Path]) -> list[Path]:
-    from core.export import detect_format
-
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if not path.exists():
-            raise InvalidInputError(f"input {path} not found")
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and detect_format(p.name.removesuffix(".gz")) is not None)
-            if not found:
-                raise InvalidInputError(f"folder {path} holds no structure files (.cif, .extxyz/.xyz, .json, .zip, POSCAR)")
-            files.extend(found)
-        else:
-            files.append(path)
-    return files
-
-
-def read_structures(paths: list[str | Path]) -> list[tuple[str, Structure | Exception]]:
-    """(label, Structure or the reason it could not be read) for every structure in the input paths.
-
-    Files are parsed by ``core.export.read_structures`` (CIF blocks, extxyz frames, JSON lists, zips);
-    ``.gz`` files are decompressed first. Labels are the file name, ``#k`` (1-based) for multi-structure files.
-
-    Raises:
-        InvalidInputError: a path does not exist, a folder holds no structure file, or nothing was readable.
-    """
-    from core.export import read_structures as read_file
-
-    records: list[tuple[str, Structure | Exception]] = []
-    problems: list[str] = []
-    for path in _expand(paths):
-        data = path.read_bytes()
-        name = path.name
-        if name.lower().endswith(".gz"):
-            try:
-                data, name = gzip.decompress(data), name[:-3]
-            except (OSError, EOFError) as exc:
-                problems.append(f"{path.name}: not a gzip file ({exc})")
-                records.append((path.name, InvalidInputError(problems[-1])))
-                continue
-        found, messages = read_file(data, name)
-        records.extend((str(s.properties.get("label", name)), s) for s in found)
-        for message in messages:
-            problems.append(message)
-            records.append((message.split(": ", 1)[0], InvalidInputError(message)))
-    if not any(isinstance(item, Structure) for _, item in records):
-        raise InvalidInputError(f"no readable structure in the input: {'; '.join(problems) or 'no structures'}")
-    for problem in problems:
-        print(f"warning: {problem}", file=sys.stderr)
-    return records
 
 
 def _write(frame: Any, out: Path) -> None:
@@ -88,15 +34,16 @@ def _write(frame: Any, out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from core.export import read_files
     from core.scoring.metrics import summarize
     from core.scoring.pipeline import score
 
     if args.out is not None and not str(args.out).lower().endswith((".csv", ".json")):
         raise InvalidInputError(f"--out {args.out}: use a .csv or .json file name")
-    records = read_structures(args.inputs)
+    records = read_files(args.inputs)
     training = None
     if args.training_set:
-        training = [s for _, s in read_structures(args.training_set) if isinstance(s, Structure)]
+        training = [s for _, s in read_files(args.training_set) if isinstance(s, Structure)]
     total = len(records)
 
     def progress(done: int, total: int) -> None:

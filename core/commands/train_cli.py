@@ -93,7 +93,9 @@ def cmd_train(args) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     if args.data:
         log("reading and tokenising structures ...")
-        tokens = data.tokenize(data.read_structures(args.data), model_config.n_max)
+        from core.export import read_paths
+
+        tokens = data.tokenize(read_paths(args.data), model_config.n_max)
         sources = [str(p) for p in args.data]
     else:
         tokens = data.base_training_set(model_config.n_max, progress=lambda i, n: log(f"tokenised {i}/{n}"))
@@ -139,7 +141,8 @@ def ship(src: Path, dst: Path, extra_meta: dict | None = None, training_set=None
 
 def cmd_rl(args) -> int:
     from core.checkpoint import load_checkpoint
-    from core.ppo import EhullReward, FomReward, PPOConfig, PPOTrainer, write_history
+    from core.ppo import PPOConfig, PPOTrainer, write_history
+    from core.scoring.rewards import EhullReward, FomReward
     from core.sampler import parse_spacegroups
 
     preset = RL_PRESETS[args.reward]

@@ -9,113 +9,18 @@ For each structure: relax (optional, with ``--mlip``), score (``core.scoring.pip
 committee and ε_elec by the dielectric ensemble with ± (``core.scoring.uncertainty``), FoM ± propagated,
 the checklist of ``core.scoring.feasibility``, then rank by FoM (``--rank mean``) or its lower confidence
 bound FoM − k σ (``--rank lcb``). ``--dft-out`` writes MP input sets for the ``--top`` ranked candidates
-(``core.dft_export``). The same in Python: ``assess(structures, ...)``.
+(``core.dft_export``). The same in Python: ``core.scoring.assess.assess(structures, ...)``.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-import pandas as pd
 from pymatgen.core import Structure
 
 from core.errors import InvalidInputError
 from core.scoring.mlip import DEFAULT_MLIP
-
-RELAX_COLUMNS = ("relaxed", "relax_steps", "relax_converged", "match_relaxed", "rmsd_relaxed")
-
-
-def _relax_all(structures: Sequence[Any], mlip: Any, log: Callable[[str], None]) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Relaxed structure (or the exception) per input, and the pipeline's relaxation columns per input."""
-    from core.scoring.metrics import relaxation_match
-    from core.scoring.relax import relax
-
-    finals, columns = [], []
-    for k, structure in enumerate(structures):
-        if not isinstance(structure, Structure):
-            finals.append(structure)
-            columns.append({})
-            continue
-        try:
-            result = relax(structure, mlip)
-        except Exception as exc:  # noqa: BLE001 - one structure never stops the batch
-            finals.append(exc)
-            columns.append({"relaxed": False})
-            continue
-        matched, rmsd = relaxation_match(structure, result.structure)
-        finals.append(result.structure)
-        columns.append({"relaxed": True, "relax_steps": int(result.steps), "relax_converged": bool(result.converged),
-                        "match_relaxed": matched, "rmsd_relaxed": rmsd})
-        log(f"relaxed {k + 1}/{len(structures)}")
-    return finals, columns
-
-
-def assess(structures: Sequence[Structure | Exception], *, mlip: str = DEFAULT_MLIP, relax: bool = False,
-           hull: str = "bundled", committee: Sequence[str] | None = ("m3gnet", "chgnet", "sevennet"),
-           novelty: str | None = None, rank_by: str = "mean", k: float = 1.0, ehull_max: float = 0.1,
-           gap_std_ev: float = 0.0, device: str | None = None,
-           log: Callable[[str], None] = lambda text: None) -> tuple[pd.DataFrame, list[Structure | Exception]]:
-    """Score, quantify uncertainty, check feasibility and rank.
-
-    Args:
-        structures: candidates (an Exception in a slot, e.g. an unreadable file, becomes an error row).
-        mlip: the MLIP for relaxation and the main score.
-        relax: relax each structure with ``mlip`` first (FIRE, fmax 0.1 eV/Å, ≤ 500 steps); the committee,
-            properties, symmetry check and DFT export then use the relaxed structures.
-        hull: hull reference for every committee member ("bundled", an entries file, "mp-api").
-        committee: MLIP names for the E_hull committee (None: no committee).
-        novelty: "training", a structure file, or None (novelty unknown).
-        rank_by: "mean" (FoM) or "lcb" (FoM − k σ_FoM).
-        k: confidence-bound width in σ.
-        ehull_max: stability threshold of the checklist, eV/atom.
-        gap_std_ev: band-gap σ (eV) for FoM propagation (the band-gap model has no ensemble).
-        device: torch device.
-        log: progress lines.
-
-    Returns:
-        (table ranked best first, with ``input_index``, scores, ± columns, ``feasible_*`` columns and ``rank``;
-        the final structures, by input index: relaxed when ``relax``).
-    """
-    from core.scoring.feasibility import as_columns, feasibility
-    from core.scoring.mlip import load_mlip
-    from core.scoring.pipeline import input_problem, score
-    from core.scoring.uncertainty import add_uncertainty, rank
-
-    structures = list(structures)
-    model = load_mlip(mlip, device=device)
-    finals, relax_columns = _relax_all(structures, model, log) if relax else (structures, [{}] * len(structures))
-    checker = None
-    if novelty:
-        from core.screen.scorers import novelty_reference
-
-        log("loading the novelty reference")
-        checker = novelty_reference(novelty)
-    log(f"scoring {len(finals)} structures with {mlip}")
-    frame = score(finals, mlip=model, hull=hull, device=device, training_set=checker)
-    for column in RELAX_COLUMNS:
-        frame[column] = [cols.get(column, frame.loc[i, column]) for i, cols in zip(frame.index, relax_columns)]
-    for i, (before, after) in enumerate(zip(structures, finals)):
-        if isinstance(after, BaseException) and isinstance(before, Structure):
-            frame.loc[frame.index[i], "error"] = f"relax: {after}"
-    alive = [s if isinstance(s, Structure) and input_problem(s) is None else None for s in finals]
-    log(f"committee: {', '.join(committee) if committee else 'none'}; dielectric ensemble")
-    frame = add_uncertainty(frame, alive, committee=committee or None, hull=hull, gap_std_ev=gap_std_ev, k=k,
-                            device=device, on_member=lambda name, why: log(f"  {name}: {why or 'done'}"))
-    checks = []
-    for i, final in enumerate(finals):
-        if not isinstance(final, Structure):
-            checks.append({"feasibility_notes": "no structure"})
-            continue
-        generated = structures[i] if relax else None
-        row = frame.iloc[i].to_dict()
-        checks.append(as_columns(feasibility(final, row, relaxed=final if relax else None, generated=generated,
-                                             ehull_max=ehull_max)))
-    frame = pd.concat([frame, pd.DataFrame(checks, index=frame.index)], axis=1)
-    frame.insert(0, "input_index", range(len(frame)))
-    return rank(frame, rank_by, k), finals
 
 
 def _shortlist_structures(which: str) -> tuple[list[Structure], list[str]]:
@@ -131,14 +36,15 @@ def _shortlist_structures(which: str) -> tuple[list[Structure], list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     from core.dft_export import write_dft_inputs
-    from core.commands.score_cli import read_structures
+    from core.export import read_files
+    from core.scoring.assess import assess
 
     if args.rank not in ("mean", "lcb"):
         raise InvalidInputError(f"--rank {args.rank}: use mean or lcb")
     if not args.inputs and not args.shortlist:
         raise InvalidInputError("give structure files or --shortlist all / --shortlist 3,7")
     if args.inputs:
-        records = read_structures(args.inputs)
+        records = read_files(args.inputs)
         structures, labels = [s for _, s in records], [label for label, _ in records]
     else:
         structures, labels = _shortlist_structures(args.shortlist)

@@ -12,7 +12,7 @@ from typing import Any
 _EXPORTS = {
     "score": "core.scoring.pipeline",
     "score_iter": "core.scoring.pipeline",
-    "input_problem": "core.scoring.pipeline",
+    "input_problem": "core.scoring.inputs",
     "COLUMNS": "core.scoring.pipeline",
     "load_hull_reference": "core.scoring.hull",
     "HullReference": "core.scoring.hull",

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from pymatgen.core import Structure
 
-from core.scoring.references.matbench import load_matbench_dielectric as load_table, matbench_dielectric_path
+from core.scoring.references.matbench import matbench_dielectric_path
+from core.scoring.references.training import load_matbench_dielectric
 from core.scoring.dielectric import (
     DescriptorDielectricModel, FEATURE_NAMES, FEATURE_VERSION, default_model_dir, descriptors, lorentz_lorenz,
     save_descriptor_model,
@@ -43,11 +44,6 @@ LIGHTGBM_PARAMS = {
 def data_path() -> Path:
     """The matbench_dielectric file inside the installed crystal-toolkit wheel."""
     return matbench_dielectric_path()
-
-
-def load_matbench_dielectric() -> tuple[list[Structure], np.ndarray]:
-    """(structures, n) in matbench order (rows '0' … '4763')."""
-    return load_table().structures_and_n()
 
 
 def descriptor_matrix(structures: Sequence[Structure], progress: Callable[[int, int], None] | None = None) -> np.ndarray:

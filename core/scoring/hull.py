@@ -370,7 +370,7 @@ def on_mp2020_scale(mlip: MLIP) -> bool:
     """Whether the MLIP's energies, after ``mlip_entry``, are on MP's MP2020-corrected scale: raw MP
     energies that get the corrections (``mp_compatible``) or energies trained on already-corrected
     MP data (``energy_scale == "mp2020"``, e.g. CHGNet)."""
-    return bool(mlip.mp_compatible) or getattr(mlip, "energy_scale", None) == "mp2020"
+    return bool(mlip.mp_compatible) or mlip.energy_scale == "mp2020"
 
 
 class DFTEntriesReference(HullReference):
@@ -453,7 +453,7 @@ def elemental_entries(elements: frozenset[str], mlip: MLIP) -> list[ComputedEntr
         good = [p for p in phases if "energy_per_atom" in p]
         if not good:
             reasons = "; ".join(f"{p['label']}: {p.get('error')}" for p in phases) or "no candidate phase"
-            raise ScoringError(f"no elemental reference for {symbol} with {getattr(mlip, 'label', mlip.name)} ({reasons})")
+            raise ScoringError(f"no elemental reference for {symbol} with {mlip.label} ({reasons})")
         for phase in good:
             entries.append(ComputedEntry(Composition({symbol: 1}), phase["energy_per_atom"],
                                          entry_id=f"{symbol}-{phase['label']}"))

@@ -24,10 +24,11 @@ corrected energies: against 25 MP GGA+U oxides its MAE is 0.045 eV/atom to the c
 eV/atom to the raw energies, so correcting again would count the corrections twice), and
 ``"matpes-pbe"`` MatPES's PBE settings (no Hubbard U; not on MP's GGA+U scale).
 
-Inputs every backend refuses with a ``ScoringError`` in that slot (``check_structure``): a
-non-finite or degenerate lattice, a disordered structure, more atoms or a longer cell edge than
-``InputLimits`` allow, an element the model was not trained on, two atoms closer than 0.5 Å, and an
-atom with no neighbour within the model's cutoff.
+Inputs every backend refuses with a ``ScoringError`` in that slot (``check_structure``): whatever the
+scorers' one input screen refuses (``core.scoring.inputs.input_problem``: a non-finite or degenerate
+lattice, a disordered structure, more atoms or a longer cell edge than ``InputLimits`` allow, two atoms
+closer than 0.5 Å), an element the model was not trained on, and an atom with no neighbour within the
+model's cutoff.
 """
 from __future__ import annotations
 
@@ -44,10 +45,11 @@ from pymatgen.core import Structure
 
 from core.errors import InvalidInputError, ScoringError
 from core.cell_memo import Cell
-from core.neighbors import MAX_EDGE_A as NEIGHBOR_MAX_EDGE_A
 from core.neighbors import RADIUS_A as NEIGHBOR_RADIUS_A
 from core.neighbors import neighbor_list
 from core.scoring.device import pick_torch_device
+from core.scoring.inputs import DEFAULT_LIMITS, InputLimits, input_problem
+from core.scoring.batching import isolate_failures
 
 MLIP_NAMES = ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "orb")
 DEFAULT_MLIP = "m3gnet"   # by measurement: 13 vs 118 ms per energy for SevenNet-0 (bench/scoring.md) at a relaxed E_hull
@@ -85,34 +87,34 @@ class EnergyResult:
 
 @runtime_checkable
 class MLIP(Protocol):
-    """What the scoring pipeline needs from an interatomic potential."""
+    """What every interatomic potential offers the scorers (relaxation, hull, reference store, pipeline).
+
+    Attributes:
+        name: registry name (``MLIP_NAMES``).
+        label: the model's own name (messages, cache keys of computed references).
+        mp_compatible: energies are raw MP-like PBE(+U) totals that MP2020 corrections apply to.
+        energy_scale: ``"mp-raw"``, ``"mp2020"`` (trained on corrected energies) or another scale name.
+        cutoff_a: neighbour cutoff, Å (an atom with no neighbour within it cannot be evaluated).
+    """
 
     name: str
     label: str
     mp_compatible: bool
+    energy_scale: str
+    cutoff_a: float
 
-    def calculator(self) -> Any: ...
+    def check(self, structure: Structure) -> None:
+        """Raise ScoringError with a one-line reason if this model cannot evaluate ``structure``."""
 
-    def predict(self, structures: list[Structure], forces: bool = True) -> list[EnergyResult | Exception]: ...
+    def calculator(self) -> Any:
+        """A fresh ASE calculator running this model (energy eV, forces eV/Å, stress eV/Å³)."""
 
-
-@dataclass(frozen=True)
-class InputLimits:
-    """What a structure may look like before a model sees it.
-
-    Attributes:
-        max_atoms: most sites per structure (memory and time grow with it).
-        max_edge_a: longest lattice vector, Å (default: the longest a neighbour list is built for).
-        min_distance_a: closest allowed pair of atoms, Å (the project's structure-validity bound).
-    """
-
-    max_atoms: int = 2000
-    max_edge_a: float = NEIGHBOR_MAX_EDGE_A
-    min_distance_a: float = 0.5
+    def predict(self, structures: Sequence[Structure], forces: bool = True) -> list[EnergyResult | Exception]:
+        """Energy per structure (forces and stress too unless ``forces=False``), or that structure's exception."""
 
 
 def check_structure(structure: Structure, *, label: str, elements: frozenset[str] | None, cutoff_a: float,
-                    limits: InputLimits = InputLimits()) -> None:
+                    limits: InputLimits = DEFAULT_LIMITS) -> None:
     """Raise ScoringError with a one-line reason if ``structure`` cannot be given to model ``label``.
 
     Args:
@@ -122,23 +124,9 @@ def check_structure(structure: Structure, *, label: str, elements: frozenset[str
         cutoff_a: the model's neighbour cutoff, Å; an atom with no neighbour within it is refused.
         limits: size and distance bounds.
     """
-    if not isinstance(structure, Structure):
-        raise ScoringError(f"not a pymatgen Structure: {type(structure).__name__}")
-    if len(structure) == 0:
-        raise ScoringError("empty structure (no sites)")
-    matrix = np.asarray(structure.lattice.matrix, dtype=float)
-    if not np.all(np.isfinite(matrix)) or not np.all(np.isfinite(structure.frac_coords)):
-        raise ScoringError("non-finite lattice or coordinates (NaN or inf)")
-    volume = abs(float(np.linalg.det(matrix)))
-    if not volume > 1e-6:
-        raise ScoringError(f"degenerate lattice (cell volume {volume:.3g} Å³)")
-    if not structure.is_ordered:
-        raise ScoringError("disordered structure (partial occupancies) cannot be evaluated by an MLIP")
-    if len(structure) > limits.max_atoms:
-        raise ScoringError(f"too many atoms: {len(structure)} > {limits.max_atoms}")
-    longest = float(max(structure.lattice.abc))
-    if longest > limits.max_edge_a:
-        raise ScoringError(f"huge cell: lattice vector of {longest:.4g} Å > {limits.max_edge_a:g} Å")
+    problem = input_problem(structure, limits)
+    if problem is not None:
+        raise ScoringError(problem)
     cell = Cell.of(structure)
     if elements is not None:
         missing = sorted(cell.element_symbols() - elements)
@@ -149,11 +137,6 @@ def check_structure(structure: Structure, *, label: str, elements: frozenset[str
         pairs = neighbor_list(structure, max(radius, NEIGHBOR_RADIUS_A), cell)  # one list per structure for every model
     except ValueError as exc:  # no list for this cell (atoms packed too densely, a longer cell than it allows)
         raise ScoringError(str(exc)) from exc
-    close = pairs.distances < limits.min_distance_a
-    if np.any(close):
-        i, j = int(pairs.centres[close][0]), int(pairs.neighbours[close][0])
-        raise ScoringError(f"overlapping atoms: sites {i} ({structure[i].specie}) and {j} ({structure[j].specie}) "
-                           f"are {float(pairs.distances[close].min()):.3f} Å apart (< {limits.min_distance_a} Å)")
     lonely = np.flatnonzero(pairs.nearest > radius)
     if lonely.size:
         site = int(lonely[0])
@@ -181,7 +164,7 @@ class BatchedMLIP(ABC):
     device: str
     batch_size: int = 32
     max_batch_atoms: int = 3000
-    limits: InputLimits = InputLimits()
+    limits: InputLimits = DEFAULT_LIMITS
 
     @abstractmethod
     def _predict_batch(self, structures: list[Structure], forces: bool) -> list[tuple[float, Any, Any]]:
@@ -243,12 +226,7 @@ def predict_in_batches(structures: Sequence[Structure], check: Callable[[Structu
             results[i] = ScoringError(f"invalid structure: {type(exc).__name__}: {exc}")
 
     def isolate(batch: list[Structure]) -> list[Any]:
-        try:
-            return list(run(batch))
-        except Exception as exc:
-            if len(batch) == 1:
-                return [ScoringError(f"{label} failed: {type(exc).__name__}: {exc}")]
-            return [result for s in batch for result in isolate([s])]
+        return isolate_failures(run, batch, lambda exc: ScoringError(f"{label} failed: {type(exc).__name__}: {exc}"))
 
     chunk: list[int] = []
     atoms = 0

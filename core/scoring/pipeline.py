@@ -3,7 +3,8 @@
 ``score`` returns a pandas DataFrame; ``score_iter`` yields ``(index, row)`` as rows finish so the app
 can fill a table live. Per chunk of ``batch_size`` structures the pipeline
 
-1. checks each structure (finite cell, not empty, not huge, no overlapping atoms, ordered) and
+1. checks each structure (``core.scoring.inputs.input_problem``: finite cell, not empty, not huge, no
+   overlapping atoms, ordered) and
    computes its formula, space group (``core.symmetry``, symprec 0.1 Å), structure and composition
    validity;
 2. computes MLIP energies in one batched call;
@@ -34,21 +35,19 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 from pymatgen.core import Structure
 
-from core.errors import ScoringError
+from core.errors import InvalidInputError, ScoringError
+from core.scoring.batching import isolate_failures
 from core.scoring.fom import figure_of_merit
 from core.scoring.hull import HullReference, load_hull_reference
 from core.scoring.references.store import energy_predictor
+from core.scoring.inputs import SCORING_LIMITS, input_problem
 from core.scoring.metrics import (
-    MIN_DISTANCE_A,
-    MIN_VOLUME_A3,
     NoveltyChecker,
     UniquenessTracker,
     composition_validity,
-    min_interatomic_distance,
     relaxation_match,
     structure_validity,
 )
@@ -68,37 +67,6 @@ COLUMNS = (
     "relaxed", "relax_steps", "relax_converged", "match_relaxed", "rmsd_relaxed", "novel", "unique", "error",
 )
 TEXT_COLUMNS = ("formula", "hull_reference", "error")
-MAX_SITES = 500                  # atoms per cell
-MAX_VOLUME_PER_ATOM_A3 = 1000.0  # Å^3/atom; condensed matter is 5-100
-
-
-def input_problem(structure: Any) -> str | None:
-    """Why ``structure`` cannot be scored by any model (a one-line message), or None when it can.
-
-    A cheap screen before every model; model-specific refusals (uncovered element, isolated atom
-    within a model's cutoff) come from the models themselves.
-    """
-    if not isinstance(structure, Structure):
-        return f"not a pymatgen Structure ({type(structure).__name__})"
-    if len(structure) == 0:
-        return "empty structure (no sites)"
-    if not structure.is_ordered:
-        return "disordered structure (partial occupancies are not supported)"
-    if not np.all(np.isfinite(structure.lattice.matrix)):
-        return "non-finite lattice (NaN or inf in the cell)"
-    if not np.all(np.isfinite(structure.frac_coords)):
-        return "non-finite atomic coordinates"
-    volume = float(structure.volume)
-    if not volume >= MIN_VOLUME_A3:
-        return f"degenerate cell (volume {volume:.3g} Å^3)"
-    if len(structure) > MAX_SITES:
-        return f"too many sites ({len(structure)} > {MAX_SITES})"
-    if volume / len(structure) > MAX_VOLUME_PER_ATOM_A3:
-        return f"huge cell ({volume / len(structure):.3g} Å^3/atom > {MAX_VOLUME_PER_ATOM_A3:g})"
-    distance = min_interatomic_distance(structure)
-    if not distance >= MIN_DISTANCE_A:
-        return f"overlapping atoms (shortest distance {distance:.3g} Å < {MIN_DISTANCE_A} Å)"
-    return None
 
 
 def _message(stage: str, exc: BaseException) -> str:
@@ -125,7 +93,7 @@ class _Row:
             self.values["comp_valid"] = composition_validity(composition)
             if problem is None:  # input_problem holds every condition of structure validity
                 self.values["struct_valid"] = True
-            elif 0 < len(self.input) <= MAX_SITES:
+            elif 0 < len(self.input) <= SCORING_LIMITS.max_atoms:
                 self.values["struct_valid"] = structure_validity(self.input)
         if problem is not None:
             self.errors.append(problem)
@@ -171,13 +139,17 @@ def load_property_models(device: str | None = None) -> tuple[Any, Any]:
 class _Scorer:
     """Models and reference sets loaded once for a scoring run."""
 
-    def __init__(self, mlip: str | MLIP, relax: bool, hull: str | HullReference | None, properties: bool,
+    def __init__(self, mlip: str | MLIP | None, relax: bool, hull: str | HullReference | None, properties: bool,
                  device: str | None, training_set: Sequence[Structure] | NoveltyChecker | None) -> None:
         from core.scoring.mlip import load_mlip
 
         self.mlip = load_mlip(mlip, device=device) if isinstance(mlip, str) else mlip
         self.relax = relax
-        if hull is None or (isinstance(hull, str) and hull.lower() == "none"):
+        no_hull = hull is None or (isinstance(hull, str) and hull.lower() == "none")
+        if self.mlip is None and (relax or not no_hull):
+            raise InvalidInputError("scoring without an MLIP (mlip=None) computes no energy: it cannot relax "
+                                    "or place structures on a hull (pass hull=None, relax=False)")
+        if no_hull:
             self.hull: HullReference | None = None
         else:
             self.hull = hull if isinstance(hull, HullReference) else load_hull_reference(hull, self.mlip)
@@ -186,25 +158,13 @@ class _Scorer:
         if training_set is not None:
             self.novelty = training_set if isinstance(training_set, NoveltyChecker) else NoveltyChecker(training_set)
         self.uniqueness = UniquenessTracker()
-        self._energies = energy_predictor(self.mlip)
+        self._energies = energy_predictor(self.mlip) if self.mlip is not None else None
 
     @staticmethod
     def _batched(rows: list[_Row], stage: str, predict: Callable[[list[Structure]], list[Any]]) -> list[tuple[_Row, Any]]:
         """Run ``predict`` on the live rows; failing rows get the error and drop out."""
         alive = [row for row in rows if row.alive]
-        if not alive:
-            return []
-        try:
-            results = list(predict([row.structure for row in alive]))
-            if len(results) != len(alive):
-                raise ScoringError(f"{stage} returned {len(results)} results for {len(alive)} structures")
-        except Exception:  # noqa: BLE001 - retry one at a time so one structure cannot fail the batch
-            results = []
-            for row in alive:
-                try:
-                    results.extend(predict([row.structure]))
-                except Exception as exc:  # noqa: BLE001
-                    results.append(exc)
+        results = isolate_failures(predict, [row.structure for row in alive])
         out = []
         for row, result in zip(alive, results):
             if isinstance(result, BaseException):
@@ -260,7 +220,7 @@ class _Scorer:
         rows = [_Row(item) for item in items]
         # 1. static energies (also screens out structures a model cannot handle before relaxing them);
         #    energy only where the MLIP allows it: no force/stress backward pass
-        for row, result in self._batched(rows, "energy", self._energies):
+        for row, result in self._batched(rows, "energy", self._energies) if self._energies is not None else ():
             row.values["energy_ev"] = float(result.energy_ev)
             row.values["energy_per_atom"] = float(result.energy_per_atom)
         # 2. relaxation
@@ -307,7 +267,7 @@ class _Scorer:
         return [row.finish() for row in rows]
 
 
-def score_iter(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_MLIP, relax: bool = False,
+def score_iter(structures: Sequence[Structure], *, mlip: str | MLIP | None = DEFAULT_MLIP, relax: bool = False,
                hull: str | HullReference | None = "bundled", properties: bool = True, device: str | None = None,
                training_set: Sequence[Structure] | NoveltyChecker | None = None,
                progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
@@ -335,7 +295,7 @@ def score_iter(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_ML
                 progress(stop, total)
 
 
-def score(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_MLIP, relax: bool = False,
+def score(structures: Sequence[Structure], *, mlip: str | MLIP | None = DEFAULT_MLIP, relax: bool = False,
           hull: str | HullReference | None = "bundled", properties: bool = True, device: str | None = None,
           training_set: Sequence[Structure] | NoveltyChecker | None = None,
           progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None,
@@ -344,7 +304,8 @@ def score(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_MLIP, r
 
     Args:
         structures: pymatgen Structures (an Exception in a slot, e.g. from a file reader, becomes an error row).
-        mlip: registry name (``core.scoring.mlip.MLIP_NAMES``) or a loaded MLIP.
+        mlip: registry name (``core.scoring.mlip.MLIP_NAMES``) or a loaded MLIP; None computes no energy
+            (properties only, e.g. a FoM reward; then ``hull`` must be None and ``relax`` False).
         relax: relax each structure with the MLIP before the hull and properties.
         hull: "bundled", "mp-api", a path to an entries file, a HullReference, or None / "none" to skip.
         properties: predict band gap (eV), ε_elec and FoM (eV).

@@ -53,7 +53,7 @@ def relax(structure: Structure, mlip, fmax: float = DEFAULT_FMAX, steps: int = D
 
     Args:
         structure: starting crystal.
-        mlip: an ``MLIP`` (``core.scoring.mlip``); its ``check`` screens the input when it has one.
+        mlip: an ``MLIP`` (``core.scoring.mlip``); its ``check`` screens the input.
         fmax: force convergence threshold, eV/Å.
         steps: most FIRE steps.
         relax_cell: also relax the lattice (FrechetCellFilter); False relaxes positions only.
@@ -67,8 +67,7 @@ def relax(structure: Structure, mlip, fmax: float = DEFAULT_FMAX, steps: int = D
 
     if fmax <= 0 or steps < 0:
         raise ValueError(f"need fmax > 0 and steps >= 0 (got fmax={fmax}, steps={steps})")
-    if hasattr(mlip, "check"):
-        mlip.check(structure)
+    mlip.check(structure)
     atoms = AseAtomsAdaptor.get_atoms(structure)
     atoms.calc = mlip.calculator()
     optimizer = FIRE(FrechetCellFilter(atoms) if relax_cell else atoms, logfile=None)

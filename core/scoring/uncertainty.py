@@ -41,6 +41,7 @@ import pandas as pd
 from pymatgen.core import Structure
 
 from core.errors import InvalidInputError, ScoringError
+from core.scoring.batching import isolate_failures
 
 if TYPE_CHECKING:
     from core.scoring.hull import HullReference
@@ -72,15 +73,7 @@ def _member_e_hull(structures: Sequence[Structure], mlip: MLIP, hull: str | Hull
     from core.scoring.references.store import energy_predictor
 
     out = [math.nan] * len(structures)
-    try:
-        predictions = energy_predictor(mlip)(list(structures))
-    except Exception:  # noqa: BLE001 - retry one by one so one structure cannot sink the member
-        predictions = []
-        for s in structures:
-            try:
-                predictions.extend(energy_predictor(mlip)([s]))
-            except Exception as exc:  # noqa: BLE001
-                predictions.append(exc)
+    predictions = isolate_failures(energy_predictor(mlip), list(structures))  # one structure cannot sink the member
     ok = [i for i, p in enumerate(predictions) if not isinstance(p, BaseException) and math.isfinite(p.energy_ev)]
     if not ok:
         return out
@@ -127,7 +120,7 @@ def committee_e_above_hull(structures: Sequence[Structure], mlips: Sequence[str 
             if on_member:
                 on_member(str(member), str(exc) or type(exc).__name__)
             continue
-        name = str(getattr(model, "name", member))
+        name = str(model.name)
         key = f"e_above_hull_{name}" if f"e_above_hull_{name}" not in columns else f"e_above_hull_{name}_{k}"
         reference = hull(model) if callable(hull) else hull
         columns[key] = _member_e_hull(structures, model, reference)

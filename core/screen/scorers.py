@@ -12,19 +12,6 @@ from typing import Any, Sequence
 from core.screen.spec import ScreenSpec
 
 
-def novelty_reference(kind: str) -> Any:
-    """A ``NoveltyChecker`` for ``kind``: "training" (the project's offline training structures:
-    matbench_dielectric + the MP hull entry sets, see ``core.data``), a structure file, or None for "none"."""
-    if kind == "none":
-        return None
-    from core import data
-    from core.scoring.metrics import NoveltyChecker
-
-    if kind == "training":   # indexed by formula; a structure is built only when a query of its formula comes
-        return NoveltyChecker.lazy(data.training_structure_sources())
-    return NoveltyChecker(data.read_structures([kind]))
-
-
 class PipelineScorer:
     """The default scorer: ``core.scoring.pipeline.score`` with the MLIP, hull and novelty set loaded once."""
 
@@ -32,6 +19,7 @@ class PipelineScorer:
         from core.scoring.hull import load_hull_reference
         from core.scoring.mlip import load_mlip
         from core.scoring.pipeline import load_property_models
+        from core.scoring.references.training import novelty_reference
 
         self.spec = spec
         self.mlip = load_mlip(spec.mlip)

@@ -16,7 +16,8 @@ from pymatgen.core import Structure
 from core.errors import ScoringError
 from core.scoring.backends.matgl_graphs import graph_batch
 from core.scoring.backends.legacy_matgl import load_matgl
-from core.scoring.mlip import InputLimits, check_structure, predict_in_batches
+from core.scoring.inputs import DEFAULT_LIMITS
+from core.scoring.mlip import check_structure, predict_in_batches
 
 
 DEFAULT_STATE = (0.0, 0.0)  # the graph state matgl's converter gives a structure
@@ -40,7 +41,7 @@ class MatglPropertyModel:
         self.device = str(next(self.model.parameters()).device)
         self.label = label or Path(self.model.matgl_path).name
         self.batch_size = batch_size
-        self.limits = InputLimits()
+        self.limits = DEFAULT_LIMITS
         inner = getattr(self.model, "model", self.model)  # TransformedTargetModel wraps the network
         self.elements = frozenset(inner.element_types)
         self.cutoff_a = float(inner.cutoff)

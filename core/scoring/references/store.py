@@ -11,7 +11,6 @@ merge with what another process may have stored meanwhile and replace the file a
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import logging
 import os
@@ -42,7 +41,7 @@ CUTOFF_FILL = 0.9     # an element whose nearest neighbour is beyond the cutoff 
 
 def mlip_key(mlip: MLIP) -> str:
     """File-name-safe identity of an MLIP (registry name + label, e.g. ``m3gnet__M3GNet-MP-2021.2.8-PES``)."""
-    raw = f"{mlip.name}__{getattr(mlip, 'label', mlip.name)}"
+    raw = f"{mlip.name}__{mlip.label}"
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", raw)
 
 
@@ -51,12 +50,8 @@ def _message(exc: BaseException) -> str:
 
 
 def energy_predictor(mlip: MLIP) -> Callable[[list[Structure]], list[Any]]:
-    """``mlip.predict`` without forces and stress where the MLIP offers that (no backward pass)."""
-    try:
-        energy_only = "forces" in inspect.signature(mlip.predict).parameters
-    except (TypeError, ValueError):
-        energy_only = False
-    return functools.partial(mlip.predict, forces=False) if energy_only else mlip.predict
+    """``mlip.predict`` without forces and stress (no backward pass)."""
+    return functools.partial(mlip.predict, forces=False)
 
 
 def _within_cutoff(structure: Structure, mlip: MLIP) -> Structure:
@@ -65,7 +60,7 @@ def _within_cutoff(structure: Structure, mlip: MLIP) -> Structure:
     the relaxation then finds the MLIP's own volume."""
     from core.scoring.metrics import min_interatomic_distance
 
-    cutoff = getattr(mlip, "cutoff_a", None)
+    cutoff = mlip.cutoff_a
     nearest = min_interatomic_distance(structure)
     if not cutoff or not nearest > CUTOFF_FILL * cutoff:
         return structure
@@ -135,7 +130,7 @@ class ReferenceEnergies:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
-            json.dump({"mlip": {"label": getattr(self.mlip, "label", self.mlip.name)}, **self._data}, fh)
+            json.dump({"mlip": {"label": self.mlip.label}, **self._data}, fh)
         os.replace(tmp, self.path)
 
     # ---- compounds: static energies of reference structures ----
@@ -198,7 +193,7 @@ def prepare(mlip: MLIP, progress: Callable[[str], None] = print) -> Path:
     progress(f"elements {len(elements)}")
     out = shipped_path(mlip)
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = {"mlip": {"label": getattr(mlip, "label", mlip.name)},
+    data = {"mlip": {"label": mlip.label},
             **{store.sections[kind]: dict(sorted(store._section(kind).items())) for kind in ("compounds", "elements")}}
     out.write_text(json.dumps(data, separators=(",", ":")) + "\n")
     return out
