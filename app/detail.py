@@ -6,7 +6,6 @@ files from ``core.export``; this module lays them out and turns a missing piece 
 from __future__ import annotations
 
 import html
-import importlib.util
 import math
 from typing import Any, Mapping
 
@@ -223,9 +222,6 @@ def static_3dmol_url() -> str | None:
 
 def viewer(structure, key: str) -> None:
     """3D view with style / supercell / cell / bonds controls."""
-    if importlib.util.find_spec("core.view") is None:
-        st.info("3D view: core/view.py is not in this checkout yet.")
-        return
     c1, c2, c3, c4 = st.columns([1.2, 1, 1.2, 0.8])
     style = c1.selectbox("Style", ("ball-stick", "sphere", "stick"), key=f"{key}-style")
     n = c2.selectbox("Supercell", (1, 2, 3), key=f"{key}-super", format_func=lambda k: f"{k}×{k}×{k}")
@@ -240,11 +236,8 @@ def viewer(structure, key: str) -> None:
 
 
 def downloads(structure, name: str, key: str) -> None:
-    try:
-        from core.export import cif, poscar
-    except ImportError:
-        st.caption("Downloads need core/export.py (not in this checkout yet).")
-        return
+    from core.export import cif, poscar
+
     c1, c2 = st.columns(2)
     try:
         # the symmetrised CIF (symmetry search + read-back check) is written when clicked, not on every rerun
@@ -257,9 +250,6 @@ def downloads(structure, name: str, key: str) -> None:
 
 
 def xrd(structure) -> None:
-    if importlib.util.find_spec("core.xrd") is None:
-        st.info("XRD: core/xrd.py is not in this checkout yet.")
-        return
     from app.plots import xrd_figure
 
     try:

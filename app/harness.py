@@ -1,13 +1,17 @@
 """Run the real app and drive it from Chromium: shared by ``tests/test_browser.py`` and ``bench/app_latency.py``.
 
 ``AppServer`` starts ``streamlit run app/main.py`` headless on a free port with its own environment
-(checkpoints folder, app data folder, optional scorer) and stops it; ``browser()`` opens Debian's
+(checkpoints folder, app data folder) and arguments (``--scorer``/``--reward`` stand-ins, read by
+``use_stand_ins``) and stops it; ``browser()`` opens Debian's
 Chromium through Playwright (never a downloaded browser); the ``Page`` helpers click through the
 sidebar navigation and wait for Streamlit to finish a script run.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import importlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -15,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from app.paths import REPO_ROOT
@@ -41,10 +46,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class AppServer:
-    """``streamlit run app/main.py`` in a subprocess; ``url`` once ``start()`` returned."""
+def load_function(spec: str, default: str) -> Callable:
+    """The function named by ``package.module:function`` or ``path/to/file.py:function`` (``default``
+    when the name after ':' is left out)."""
+    module, _, name = spec.rpartition(":") if spec.count(":") else (spec, "", default)
+    if module.endswith(".py"):
+        loader = importlib.util.spec_from_file_location(f"cfrl_stand_in_{abs(hash(module))}", module)
+        mod = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(mod)
+    else:
+        mod = importlib.import_module(module)
+    return getattr(mod, name or default)
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None):
+
+def use_stand_ins(argv: Sequence[str]) -> None:
+    """Plug in the fast stand-ins a test or bench server was started with (``app/main.py``'s arguments):
+    ``--scorer SPEC`` (a function with ``score_iter``'s signature, set as ``app.scoring.SCORER``) and
+    ``--reward SPEC`` (a factory ``(mlip, hull) -> reward`` used for every Fine-tune reward). Without
+    arguments nothing changes; a user's ``streamlit run app/main.py`` has none."""
+    parser = argparse.ArgumentParser(prog="app/main.py", add_help=False)
+    parser.add_argument("--scorer", default=None)
+    parser.add_argument("--reward", default=None)
+    args, _ = parser.parse_known_args(list(argv))
+    if args.scorer:
+        from app import scoring
+
+        if scoring.SCORER is None:
+            scoring.SCORER = load_function(args.scorer, "score_iter")
+    if args.reward:
+        from app import finetune
+
+        factory = load_function(args.reward, "reward_factory")
+        for key in finetune.REWARD_FACTORIES:
+            finetune.REWARD_FACTORIES[key] = factory
+
+
+class AppServer:
+    """``streamlit run app/main.py [args]`` in a subprocess; ``url`` once ``start()`` returned."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None, args: Sequence[str] = ()):
+        self.args = list(args)
         self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", **env}
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -56,7 +97,7 @@ class AppServer:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app" / "main.py"), "--server.headless", "true",
              "--server.port", str(self.port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
+             "--server.fileWatcherType", "none", *(["--", *self.args] if self.args else [])],
             cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout_s
         while time.time() < deadline:
@@ -217,7 +258,7 @@ def click_plot_point(page, trace_name: str, point: int = 0, chart_index: int = 0
 
 
 def fake_reward(mlip: str, hull: str):
-    """A fast stand-in for the Fine-tune page's rewards (``CFRL_APP_REWARD=app.harness:fake_reward``):
+    """A fast stand-in for the Fine-tune page's rewards (``AppServer(..., args=["--reward", "app.harness:fake_reward"])``):
     r = −0.01 × atoms per cell, −5 for a sample that could not be built, with the E_hull log fields."""
     import numpy as np
 

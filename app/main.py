@@ -18,6 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models load from disk; a hub loo
 
 import streamlit as st  # noqa: E402
 
+from app.harness import use_stand_ins  # noqa: E402
 from app.navigation import pages  # noqa: E402
 from app.state import keep_widget_values  # noqa: E402
 from app.runtime import enable_compilation_cache, trace  # noqa: E402
@@ -28,6 +29,7 @@ st.set_page_config(page_title="CrystalFormer-RL Explorer", page_icon=":material/
                    menu_items={"About": "CrystalFormer-RL Explorer: generate crystals by space group with "
                                         "CrystalFormer, score them with ML potentials, explore and shortlist."})
 enable_compilation_cache()
+use_stand_ins(sys.argv[1:])  # test and bench servers pass fast fakes as arguments; a user's run passes none
 keep_widget_values()
 st.logo(str(ROOT / "app" / "logo.svg"), size="large")
 navigation = st.navigation(pages(), position="sidebar")

@@ -25,14 +25,6 @@ class UploadReport:
     errors: list[str] = field(default_factory=list)
 
 
-def reader_unavailable() -> str | None:
-    try:
-        from core.export import read_structures  # noqa: F401
-    except ImportError:
-        return "Reading uploads needs core/export.py, which is not in this checkout yet."
-    return None
-
-
 def ingest(pool: Pool, name: str, data: bytes) -> UploadReport:
     """Read one uploaded file into ``pool`` (source = file name). Never raises for a bad file."""
     from core.export import read_structures

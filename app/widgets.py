@@ -202,7 +202,7 @@ def score_settings_form(key: str = "score", container=None):
     novelty_keys = list(scoring.NOVELTY_KINDS)
     novelty = c4.selectbox("Novelty against", novelty_keys, format_func=scoring.NOVELTY_KINDS.get,
                            index=novelty_keys.index(current.novelty) if current.novelty in novelty_keys else 0,
-                           key=state.kept(f"{key}-novelty"), disabled=not scoring.training_set_available())
+                           key=state.kept(f"{key}-novelty"))
     settings = current.with_(mlip=mlip, relax=relax, hull=hull, novelty=novelty)
     state.put(state.SCORE_SETTINGS, settings)
     return settings
@@ -224,10 +224,6 @@ def start_scoring(targets, settings, job_name: str = state.WORK) -> Job | None:
     """Score pool entries in a background job; inline message and None when impossible."""
     from app import scoring
 
-    missing = scoring.scoring_unavailable()
-    if missing:
-        st.error(missing, icon=":material/error:")
-        return None
     if not any(ids for _, ids in targets):
         st.info("Nothing to score: every structure already has a score row (or none could be built).")
         return None

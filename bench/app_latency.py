@@ -61,13 +61,13 @@ def choose_checkpoint(path: str | None, tmp: Path) -> tuple[Path, str]:
 
 
 def choose_scorer(kind: str) -> tuple[str | None, str]:
-    """(CFRL_APP_SCORER value or None for the real pipeline, description)."""
+    """(``--scorer`` argument of app/main.py, or None for the real pipeline; description)."""
     from app import scoring
 
     fake = f"{REPO / 'tests' / 'app_support.py'}:fake_score_iter"
     if kind == "fake":
         return fake, "the closed-form fake scorer of tests/app_support.py (no ML models)"
-    why = scoring.scoring_unavailable() or scoring.property_models_unavailable()
+    why = scoring.property_models_unavailable()
     if why and kind == "auto":
         return fake, f"the fake scorer, because the real one cannot run here: {why}"
     settings = scoring.default_settings()
@@ -173,11 +173,9 @@ def main() -> int:
     if (REPO / "checkpoints" / "dielectric").exists():
         (ckdir / "dielectric").symlink_to(REPO / "checkpoints" / "dielectric")
     env = {"CFRL_APP_DATA_DIR": str(tmp / "data"), "CFRL_CHECKPOINTS_DIR": str(ckdir)}
-    if scorer:
-        env["CFRL_APP_SCORER"] = scorer
     if os.environ.get("CFRL_APP_TRACE"):
         env["CFRL_APP_TRACE"] = "1"
-    with harness.browser() as chromium, harness.AppServer(env, tmp / "server.log") as server:
+    with harness.browser() as chromium, harness.AppServer(env, tmp / "server.log", args=["--scorer", scorer] if scorer else []) as server:
         page = chromium.new_page(viewport={"width": 1360, "height": 900})
         watcher = harness.RunWatcher(page)   # before goto: it listens to the app's websocket
         page.set_default_timeout(600_000)

@@ -28,11 +28,8 @@ if run:
     loaded = [widgets.load_checkpoint(r) for r in (ref_a, ref_b)]
     if all(c is not None for c in loaded):
         settings, notes = scoring.effective(state.score_settings())
-        missing = scoring.scoring_unavailable()
-        if missing:
-            st.warning(f"{missing} Only the samples are compared.", icon=":material/warning:")
         arms = {label: Pool() for label in arm_labels(loaded[0].name, loaded[1].name)}
-        job = widgets.launch("compare", lambda: start_comparison(arms, loaded, request, None if missing else settings),
+        job = widgets.launch("compare", lambda: start_comparison(arms, loaded, request, settings),
                              notes, "compare")
         if job is not None:
             state.put(state.COMPARE, {"arms": arms, "request": request})

@@ -12,14 +12,6 @@ from core.errors import InvalidInputError
 widgets.page_header("Fine-tune", "Reinforcement fine-tuning (PPO with a KL penalty to the starting model) for a few "
                                  "steps on this machine: watch reward and KL change, stop any time, and use the "
                                  "result as a new checkpoint.")
-missing = finetune.unavailable()
-if missing:
-    st.warning(missing, icon=":material/construction:")
-    st.markdown("When it is available, this page will: take the model in the sidebar as the starting point (and KL "
-                "base), sample a small batch per step, reward it (−E_hull or FoM), update the model with PPO and draw "
-                "the mean reward, the KL divergence to the base, mean E_hull / FoM and the buildable fraction after "
-                "every step. The result is saved as a checkpoint you can pick in the sidebar.")
-    st.stop()
 
 ref = state.checkpoint_ref()
 job = state.job("finetune")

@@ -35,11 +35,7 @@ if submitted:
     if checkpoint is not None:
         settings, notes = None, []
         if auto_score:
-            missing = scoring.scoring_unavailable()
-            if missing:
-                st.warning(f"{missing} The samples are generated without scores.", icon=":material/warning:")
-            else:
-                settings, notes = scoring.effective(state.score_settings())
+            settings, notes = scoring.effective(state.score_settings())
         if widgets.launch(state.WORK, lambda: start_generation(pool, checkpoint, request, settings), notes, "generate"):
             st.rerun()
 

@@ -12,27 +12,23 @@ pool = state.pool()
 settings = widgets.score_settings_form("score")
 
 with st.expander("Add your own structures (CIF, POSCAR, extxyz, pymatgen JSON)", expanded=False):
-    missing = uploads.reader_unavailable()
-    if missing:
-        st.info(missing)
-    else:
-        files = st.file_uploader("Structure files", accept_multiple_files=True, key="score-upload",
-                                 help="Each file may hold several structures; they are scored alongside the samples")
-        seen = state.get("uploaded-files", set())
-        reports = state.get("upload-reports", [])
-        for f in files or []:
-            tag = (f.name, f.size)
-            if tag in seen:
-                continue
-            seen.add(tag)
-            reports.append(uploads.ingest(pool, f.name, f.getvalue()))
-        state.put("uploaded-files", seen)
-        state.put("upload-reports", reports)
-        for r in reports:
-            if r.added:
-                st.success(f"{r.name}: {r.added} structure(s) added", icon=":material/check_circle:")
-            for e in r.errors:
-                st.warning(f"{r.name}: {e}", icon=":material/warning:")
+    files = st.file_uploader("Structure files", accept_multiple_files=True, key="score-upload",
+                             help="Each file may hold several structures; they are scored alongside the samples")
+    seen = state.get("uploaded-files", set())
+    reports = state.get("upload-reports", [])
+    for f in files or []:
+        tag = (f.name, f.size)
+        if tag in seen:
+            continue
+        seen.add(tag)
+        reports.append(uploads.ingest(pool, f.name, f.getvalue()))
+    state.put("uploaded-files", seen)
+    state.put("upload-reports", reports)
+    for r in reports:
+        if r.added:
+            st.success(f"{r.name}: {r.added} structure(s) added", icon=":material/check_circle:")
+        for e in r.errors:
+            st.warning(f"{r.name}: {e}", icon=":material/warning:")
 
 frame = pool.scored_frame()
 n = counts(frame)

@@ -7,10 +7,6 @@ from app.navigation import link
 widgets.page_header("Shortlist", "Candidates you kept, stored on disk (they survive restarts and are shared by "
                                  "every browser session). Edit notes and tags in the table; check how far to trust "
                                  "each score; export as CIF files, CSV or DFT input sets.")
-missing = shortlisting.unavailable()
-if missing:
-    st.info(missing)
-    st.stop()
 try:
     store = shortlisting.store()
     listing = store.list()

@@ -34,8 +34,6 @@ def first_run(at, name: str = "tiny-ppo"):
 
 @pytest.fixture
 def ppo_env(env, monkeypatch):
-    if finetune.unavailable():
-        pytest.skip(finetune.unavailable())
     monkeypatch.setitem(finetune.REWARD_FACTORIES, "ehull", size_reward)
     return env
 

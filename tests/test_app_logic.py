@@ -6,6 +6,7 @@ import itertools
 import pickle
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -391,7 +392,6 @@ def test_warm_up_loads_the_default_scoring_models_once_in_the_background(monkeyp
     calls = []
     monkeypatch.setattr(scoring, "_WARM_UP", None)
     monkeypatch.setattr(scoring, "SCORER", None)
-    monkeypatch.setattr(scoring, "scoring_unavailable", lambda: None)
     monkeypatch.setattr(scoring, "preload", lambda settings: calls.append(("preload", threading.current_thread().name)))
     monkeypatch.setattr(scoring, "property_models_unavailable", lambda: calls.append(("properties", threading.current_thread().name)))
     monkeypatch.setattr(scoring, "resolve", lambda settings: calls.append(("resolve", settings.novelty)))
@@ -407,6 +407,21 @@ def test_warm_up_loads_the_default_scoring_models_once_in_the_background(monkeyp
     monkeypatch.setattr(scoring, "_WARM_UP", None)
     monkeypatch.setattr(scoring, "SCORER", fake_score_iter)
     assert scoring.warm_up() is None                                  # the fake scorer needs no models
+
+
+def test_server_arguments_plug_in_the_stand_ins(monkeypatch):
+    """``app/main.py --scorer SPEC --reward SPEC`` (how test and bench servers get fast fakes) sets them;
+    no arguments change nothing."""
+    from app import finetune, harness, scoring
+
+    monkeypatch.setattr(scoring, "SCORER", None)
+    monkeypatch.setattr(finetune, "REWARD_FACTORIES", dict(finetune.REWARD_FACTORIES))
+    harness.use_stand_ins([])
+    assert scoring.SCORER is None and finetune.REWARD_FACTORIES["fom"] is not harness.fake_reward
+    support = Path(__file__).resolve().parent / "app_support.py"
+    harness.use_stand_ins(["--scorer", f"{support}:fake_score_iter", "--reward", "app.harness:fake_reward"])
+    assert scoring.SCORER.__name__ == "fake_score_iter"
+    assert set(finetune.REWARD_FACTORIES.values()) == {harness.fake_reward}
 
 
 def test_sampler_warm_up_runs_once_per_checkpoint_in_the_background(monkeypatch, tmp_path):

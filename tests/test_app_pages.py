@@ -320,9 +320,6 @@ def test_learn_page_writes_a_crystal_token_by_token(env):
 
 
 def test_finetune_runs_ppo_live_and_the_result_becomes_selectable(env, monkeypatch):
-    if finetune.unavailable():
-        pytest.skip(finetune.unavailable())
-
     def fake_reward(mlip, hull):
         return lambda structures: np.array([-0.01 * len(s) if s is not None else -5.0 for s in structures])
 
@@ -340,20 +337,11 @@ def test_finetune_runs_ppo_live_and_the_result_becomes_selectable(env, monkeypat
     assert "tiny-ppo (fine-tuned)" in at.sidebar.selectbox(key="sidebar-ckpt-choice").options
 
 
-def test_finetune_says_when_ppo_is_missing(env, monkeypatch):
-    monkeypatch.setattr(finetune, "unavailable", lambda: "Live fine-tuning is not available yet: needs core/ppo.py")
-    at = start("finetune")
-    assert "not available yet" in texts(at.warning)
-
-
 def test_real_pipeline_scores_two_structures(env, monkeypatch):
     monkeypatch.setattr(scoring, "SCORER", None)
     shipped_dielectric = Path(__file__).resolve().parent.parent / "checkpoints" / "dielectric"
     if shipped_dielectric.exists():                                       # the property model lives there
         (env / "checkpoints" / "dielectric").symlink_to(shipped_dielectric)
-    why = scoring.scoring_unavailable()
-    if why:
-        pytest.skip(why)
     pool = Pool()
     mgo = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     pool.add_structures([nacl(), mgo], source="real.cif")

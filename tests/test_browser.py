@@ -43,18 +43,19 @@ def setup(tmp_path_factory):
     from app_support import make_checkpoint
 
     tmp = tmp_path_factory.mktemp("browser")
-    env = {"CFRL_APP_DATA_DIR": str(tmp / "data"), "CFRL_APP_REWARD": "app.harness:fake_reward"}
+    env = {"CFRL_APP_DATA_DIR": str(tmp / "data")}
+    args = ["--reward", "app.harness:fake_reward"]     # app/main.py's stand-in arguments (app.harness.use_stand_ins)
     checkpoint = REPO / "checkpoints" / "base"
     if not (checkpoint / "params.npz").exists():
         checkpoint = make_checkpoint(tmp / "checkpoints", "base")
         env["CFRL_CHECKPOINTS_DIR"] = str(tmp / "checkpoints")
     if os.environ.get("CFRL_BROWSER_REAL_SCORING") != "1":
-        env["CFRL_APP_SCORER"] = f"{REPO / 'tests' / 'app_support.py'}:fake_score_iter"
+        args += ["--scorer", f"{REPO / 'tests' / 'app_support.py'}:fake_score_iter"]
     screen = tmp / "sg225"
     run_screen(ScreenSpec(str(checkpoint), spacegroups="225", num=SCREEN_SAMPLES, batch_size=SCREEN_SAMPLES, seed=1,
                           scorer="test_app_screen:ExactScorer"), screen, use_ray=False, progress=False)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    return tmp, env, screen
+    return tmp, env, args, screen
 
 
 SHOT_HEIGHTS = {"explore": 1450, "compare": 1450, "shortlist": 1300, "learn": 1300, "finetune": 1450,
@@ -71,11 +72,11 @@ def placed(page) -> int:
 
 
 def test_generate_score_click_view_shortlist_restart_export(setup):
-    tmp, env, screen = setup
+    tmp, env, args, screen = setup
     log = tmp / "server.log"
     with harness.browser() as chromium:
         # ---- first server: generate, score, explore, shortlist -------------------------------------
-        with harness.AppServer(env, log) as server:
+        with harness.AppServer(env, log, args=args) as server:
             page = chromium.new_page(viewport=VIEWPORT)
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(server.url)
@@ -166,7 +167,7 @@ def test_generate_score_click_view_shortlist_restart_export(setup):
             shot(page, "explore_screen")
             page.close()   # frees its WebGL contexts (Chromium keeps a bounded number alive)
         # ---- second server on the same data: the shortlist survived --------------------------------
-        with harness.AppServer(env, log) as server:
+        with harness.AppServer(env, log, args=args) as server:
             page = chromium.new_page(viewport=VIEWPORT, accept_downloads=True)
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(server.url)
