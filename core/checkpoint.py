@@ -15,6 +15,7 @@ Two formats:
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import pickle
@@ -171,40 +172,17 @@ def _get(tree: dict, path: tuple[str, ...]):
     return tree
 
 
+@functools.lru_cache(maxsize=16)
+def _shapes_of(config: ModelConfig) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    created = jax.eval_shape(lambda: init_params(config))   # shapes only: no parameter is computed
+    return tuple(("/".join(str(k.key) for k in path), tuple(int(n) for n in leaf.shape))
+                 for path, leaf in jax.tree_util.tree_flatten_with_path(created)[0])
+
+
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """'/'-joined parameter path -> shape for ``config`` (as ``core.model.init_params`` creates them)."""
-    c = config
-    E, D, HK, F = c.embed_size, c.model_size, c.num_heads * c.key_size, c.widening_factor * c.model_size
-    shapes: dict[str, tuple[int, ...]] = {
-        "g_embeddings": (230, E), "w_embeddings": (c.wyck_types, E), "a_embeddings": (c.atom_types, E)}
-
-    def dense(name: str, n_in: int, n_out: int) -> None:
-        shapes[f"{name}/kernel"], shapes[f"{name}/bias"] = (n_in, n_out), (n_out,)
-
-    def norm(name: str) -> None:
-        shapes[f"{name}/scale"] = shapes[f"{name}/bias"] = (D,)
-
-    if c.h0_size > 0:
-        dense("first_w_hidden", E, c.h0_size)
-        dense("first_w_out", c.h0_size, c.wyck_types)
-    else:
-        shapes["first_w_table"] = (230, c.wyck_types)
-    dense("embed_w", 2 * E + 1, D)
-    dense("embed_a", 2 * E, D)
-    for token in "xyz":
-        dense(f"embed_{token}", E + 2 * c.Nf, D)
-    for layer in range(c.num_layers):
-        block = f"block_{layer}"
-        norm(f"{block}/attn_norm")
-        for name in ("query", "key", "value"):
-            dense(f"{block}/attn/{name}", D, HK)
-        dense(f"{block}/attn/out", HK, D)
-        norm(f"{block}/mlp_norm")
-        dense(f"{block}/mlp_in", D, F)
-        dense(f"{block}/mlp_out", F, D)
-    norm("final_norm")
-    dense("head", D, c.output_size)
-    return shapes
+    """'/'-joined parameter path -> shape for ``config``, derived from the model itself
+    (``jax.eval_shape`` of ``core.model.init_params``), so it cannot drift from what the model creates."""
+    return dict(_shapes_of(config))
 
 
 def _check_shapes(flat: dict[str, np.ndarray], config: ModelConfig, source: str, hint: str) -> None:
@@ -356,3 +334,28 @@ def fresh_checkpoint(config: ModelConfig, seed: int = 42) -> Checkpoint:
     if not isinstance(config, ModelConfig):
         raise InvalidInputError("config must be a ModelConfig")
     return Checkpoint(config, init_params(config, seed), source="", fmt="fresh", meta={"name": "untrained"})
+
+
+OPT_STATE_FILE = "opt_state.npz"
+
+
+def save_optimizer_state(folder: str | Path, opt_state: Any) -> None:
+    """The optimizer state's leaves (optax's pytree, e.g. Adam moments) as ``opt_state.npz`` in ``folder``."""
+    np.savez(Path(folder) / OPT_STATE_FILE, *[np.asarray(x) for x in jax.tree_util.tree_leaves(opt_state)])
+
+
+def load_optimizer_state(folder: str | Path, like: Any) -> Any:
+    """The optimizer state saved in ``folder``, in the structure of ``like`` (a fresh ``optimizer.init``).
+
+    Raises:
+        InvalidInputError: the saved state has a different number of leaves (another optimizer or model
+            size): resuming it would silently scramble the moments.
+    """
+    path = Path(folder) / OPT_STATE_FILE
+    with np.load(path) as z:
+        leaves = [jnp.asarray(z[f"arr_{i}"]) for i in range(len(z.files))]
+    treedef = jax.tree_util.tree_structure(like)
+    if treedef.num_leaves != len(leaves):
+        raise InvalidInputError(f"{folder}: optimizer state does not match this training setup "
+                                f"({len(leaves)} saved leaves, {treedef.num_leaves} expected); start a new --out")
+    return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from core.checkpoint import Checkpoint, load_checkpoint, load_optimizer_state, save_checkpoint, save_optimizer_state
 from core.config import ModelConfig
 from core.data import ARRAY_KEYS
 from core.errors import InvalidInputError
@@ -137,15 +137,13 @@ class PPOTrainer:
         if not self.out:
             return
         save_checkpoint(self.out, self.config, self.params, self._meta())
-        np.savez(self.out / "opt_state.npz", *[np.asarray(x) for x in jax.tree_util.tree_leaves(self.opt_state)])
+        save_optimizer_state(self.out, self.opt_state)
         (self.out / "ppo_state.json").write_text(json.dumps(asdict(self.state), indent=1, default=float) + "\n")
 
     def _resume(self) -> None:
         ck = load_checkpoint(self.out)
         self.params = ck.params
-        with np.load(self.out / "opt_state.npz") as z:
-            leaves = [jnp.asarray(z[f"arr_{i}"]) for i in range(len(z.files))]
-        self.opt_state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(self.opt_state), leaves)
+        self.opt_state = load_optimizer_state(self.out, self.opt_state)
         self.state = PPOState(**json.loads((self.out / "ppo_state.json").read_text()))
         self._rng = np.random.default_rng(self.cfg.seed + self.state.step)
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from core.checkpoint import Checkpoint, save_checkpoint
+from core.checkpoint import Checkpoint, load_optimizer_state, save_checkpoint, save_optimizer_state
 from core.config import ModelConfig
 from core.data import ARRAY_KEYS, TokenSet
 from core.errors import InvalidInputError
@@ -86,8 +86,7 @@ def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransfor
 
 def _save_state(folder: Path, model_config: ModelConfig, params, opt_state, state: dict, meta: dict) -> None:
     save_checkpoint(folder, model_config, params, meta)
-    leaves = jax.tree_util.tree_leaves(opt_state)
-    np.savez(folder / "opt_state.npz", *[np.asarray(x) for x in leaves])
+    save_optimizer_state(folder, opt_state)
     (folder / "train_state.json").write_text(json.dumps(state, indent=2) + "\n")
 
 
@@ -95,12 +94,7 @@ def _load_state(folder: Path, params, opt_state):
     from core.checkpoint import load_checkpoint
 
     ck = load_checkpoint(folder)
-    with np.load(folder / "opt_state.npz") as z:
-        leaves = [jnp.asarray(z[f"arr_{i}"]) for i in range(len(z.files))]
-    treedef = jax.tree_util.tree_structure(opt_state)
-    if treedef.num_leaves != len(leaves):
-        raise InvalidInputError(f"{folder}: optimizer state does not match this training setup; start a new --out")
-    return ck.params, jax.tree_util.tree_unflatten(treedef, leaves), json.loads((folder / "train_state.json").read_text())
+    return ck.params, load_optimizer_state(folder, opt_state), json.loads((folder / "train_state.json").read_text())
 
 
 def evaluate(model_config: ModelConfig, params, data: TokenSet, batch_size: int = 256) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import pickle
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from conftest import FIXTURES
 from core.checkpoint import (export_official, expected_shapes, load_checkpoint, read_official_pickle,
                              save_checkpoint)
 from core.config import ModelConfig
-from core.errors import CheckpointError, MissingResourceError
+from core.errors import CheckpointError, InvalidInputError, MissingResourceError
 from core.logp import logp_fn
 
 TINY = FIXTURES / "tiny"
@@ -131,11 +132,48 @@ def test_corrupt_npz(tmp_path, tiny_checkpoint):
 @pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(h0_size=0, num_layers=2, widening_factor=2),
                                  ModelConfig(num_layers=1, num_heads=3, key_size=6, model_size=10, embed_size=4, Nf=2)])
 def test_expected_shapes_are_what_the_model_creates(cfg):
-    import jax
+    """The expected shapes (derived from the model) against the architecture written out by hand:
+    embeddings, the Wyckoff head, per-layer attention and MLP, the output head."""
+    E, D, HK, F = cfg.embed_size, cfg.model_size, cfg.num_heads * cfg.key_size, cfg.widening_factor * cfg.model_size
+    shapes = expected_shapes(cfg)
+    assert shapes["g_embeddings"] == (230, E) and shapes["a_embeddings"] == (cfg.atom_types, E)
+    assert shapes["w_embeddings"] == (cfg.wyck_types, E)
+    if cfg.h0_size > 0:
+        assert shapes["first_w_hidden/kernel"] == (E, cfg.h0_size) and shapes["first_w_out/bias"] == (cfg.wyck_types,)
+    else:
+        assert shapes["first_w_table"] == (230, cfg.wyck_types)
+    assert shapes["embed_w/kernel"] == (2 * E + 1, D) and shapes["embed_a/kernel"] == (2 * E, D)
+    assert all(shapes[f"embed_{t}/kernel"] == (E + 2 * cfg.Nf, D) for t in "xyz")
+    for layer in range(cfg.num_layers):
+        block = f"block_{layer}"
+        assert shapes[f"{block}/attn/query/kernel"] == (D, HK) and shapes[f"{block}/attn/out/kernel"] == (HK, D)
+        assert shapes[f"{block}/mlp_in/kernel"] == (D, F) and shapes[f"{block}/mlp_out/bias"] == (D,)
+        assert shapes[f"{block}/attn_norm/scale"] == (D,)
+    assert f"block_{cfg.num_layers}/attn/query/kernel" not in shapes
+    assert shapes["head/kernel"] == (D, cfg.output_size) and shapes["final_norm/bias"] == (D,)
+    per_layer = 2 * (2 * D) + 3 * (D * HK + HK) + (HK * D + D) + (D * F + F) + (F * D + D)
+    head_w = (E * cfg.h0_size + cfg.h0_size + cfg.h0_size * cfg.wyck_types + cfg.wyck_types if cfg.h0_size > 0
+              else 230 * cfg.wyck_types)
+    total = ((230 + cfg.wyck_types + cfg.atom_types) * E + head_w + (2 * E + 1) * D + D + 2 * E * D + D
+             + 3 * ((E + 2 * cfg.Nf) * D + D) + cfg.num_layers * per_layer + 2 * D + D * cfg.output_size + cfg.output_size)
+    assert sum(int(np.prod(s)) for s in shapes.values()) == total
 
-    from core.model import init_params
 
-    created = jax.eval_shape(lambda: init_params(cfg))
-    flat = {"/".join(str(k.key) for k in path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(created)[0]}
-    assert flat == expected_shapes(cfg)
+def test_optimizer_state_round_trips_and_refuses_another_setup(tmp_path):
+    """Train and PPO resume through the same pair: Adam moments come back exactly; a state with another
+    number of leaves (another optimizer or model) is refused, not silently reshaped."""
+    import optax
+
+    from core.checkpoint import load_optimizer_state, save_optimizer_state
+
+    params = {"w": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(3)}
+    optimizer = optax.adam(1e-2)
+    state = optimizer.init(params)
+    _, state = optimizer.update(jax.tree_util.tree_map(jnp.ones_like, params), state, params)
+    save_optimizer_state(tmp_path, state)
+    back = load_optimizer_state(tmp_path, optimizer.init(params))
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(back)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    other = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2)).init({"w": params["w"]})
+    with pytest.raises(InvalidInputError, match="does not match"):
+        load_optimizer_state(tmp_path, other)
