@@ -10,15 +10,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from core.crystal_systems import LAST_SPACEGROUP, crystal_system
+
 # Free lattice parameters (a, b, c, alpha, beta, gamma) per crystal system; rows are space groups 1..230.
-_SYSTEM_MASKS = (  # (last space group number of the system, mask)
-    (2, (1, 1, 1, 1, 1, 1)),     # triclinic
-    (15, (1, 1, 1, 0, 1, 0)),    # monoclinic, unique axis b
-    (74, (1, 1, 1, 0, 0, 0)),    # orthorhombic
-    (142, (1, 0, 1, 0, 0, 0)),   # tetragonal
-    (194, (1, 0, 1, 0, 0, 0)),   # trigonal (hexagonal axes) and hexagonal
-    (230, (1, 0, 0, 0, 0, 0)),   # cubic
-)
+_FREE = {
+    "triclinic": (1, 1, 1, 1, 1, 1),
+    "monoclinic": (1, 1, 1, 0, 1, 0),     # unique axis b
+    "orthorhombic": (1, 1, 1, 0, 0, 0),
+    "tetragonal": (1, 0, 1, 0, 0, 0),
+    "trigonal": (1, 0, 1, 0, 0, 0),       # hexagonal axes
+    "hexagonal": (1, 0, 1, 0, 0, 0),
+    "cubic": (1, 0, 0, 0, 0, 0),
+}
 
 
 def _xp(array):
@@ -26,7 +29,7 @@ def _xp(array):
     return jnp if isinstance(array, jax.Array) else np
 
 
-LATTICE_MASK = np.array([next(m for last, m in _SYSTEM_MASKS if g <= last) for g in range(1, 231)], dtype=bool)
+LATTICE_MASK = np.array([_FREE[crystal_system(g)] for g in range(1, 231)], dtype=bool)
 
 
 def symmetrize(g, lattice):
@@ -39,12 +42,13 @@ def symmetrize(g, lattice):
     g = xp.asarray(g)[..., None]
     a, b, c, alpha, beta, gamma = (lattice[..., i] for i in range(6))
     right = xp.full_like(a, 90.0)
+    last = LAST_SPACEGROUP
     out = lattice
-    out = xp.where(g <= 2, out, xp.stack([a, b, c, right, beta, right], axis=-1))
-    out = xp.where(g <= 15, out, xp.stack([a, b, c, right, right, right], axis=-1))
-    out = xp.where(g <= 74, out, xp.stack([a, a, c, right, right, right], axis=-1))
-    out = xp.where(g <= 142, out, xp.stack([a, a, c, right, right, xp.full_like(a, 120.0)], axis=-1))
-    out = xp.where(g <= 194, out, xp.stack([a, a, a, right, right, right], axis=-1))
+    out = xp.where(g <= last["triclinic"], out, xp.stack([a, b, c, right, beta, right], axis=-1))
+    out = xp.where(g <= last["monoclinic"], out, xp.stack([a, b, c, right, right, right], axis=-1))
+    out = xp.where(g <= last["orthorhombic"], out, xp.stack([a, a, c, right, right, right], axis=-1))
+    out = xp.where(g <= last["tetragonal"], out, xp.stack([a, a, c, right, right, xp.full_like(a, 120.0)], axis=-1))
+    out = xp.where(g <= last["hexagonal"], out, xp.stack([a, a, a, right, right, right], axis=-1))
     return out
 
 

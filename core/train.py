@@ -191,6 +191,7 @@ def baseline_nll(train_set: TokenSet, val_set: TokenSet, model_config: ModelConf
     the training set, uniform coordinates, one Gaussian per lattice parameter and crystal system.
     Mean validation NLL per crystal (nats), comparable to ``evaluate``."""
     from core import wyckoff
+    from core.crystal_systems import lattice_family
     from core.lattice import LATTICE_MASK
 
     tr, va = train_set.arrays, val_set.arrays
@@ -202,7 +203,7 @@ def baseline_nll(train_set: TokenSet, val_set: TokenSet, model_config: ModelConf
     logw = np.log(w_counts / w_counts.sum(1, keepdims=True))
     loga = np.log(a_counts / a_counts.sum())
     fc = wyckoff.tables().fc_mask
-    systems = np.searchsorted([2, 15, 74, 142, 194, 230], tr["G"])
+    systems = lattice_family(tr["G"])
     nll = []
     for i in range(len(va["G"])):
         g, W, A, L = va["G"][i], va["W"][i], va["A"][i], va["L"][i]
@@ -211,7 +212,7 @@ def baseline_nll(train_set: TokenSet, val_set: TokenSet, model_config: ModelConf
         lw = logw[g, W[sites]].sum() + logw[g, 0] * (first_pad < len(W))
         la = loga[A[sites]].sum()
         lx = -np.log(2 * np.pi) * fc[g - 1, W[sites]].sum()
-        sys_i = np.searchsorted([2, 15, 74, 142, 194, 230], g)
+        sys_i = lattice_family(g)
         same = tr["L"][systems == sys_i]
         mu, sd = same.mean(0), same.std(0) + 1e-3
         free = LATTICE_MASK[g - 1]

@@ -23,16 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.crystal_systems import crystal_system as _system_of
 from core.errors import InvalidInputError
 
 NUM_SPACEGROUPS = 230
 LETTERS = "abcdefghijklmnopqrstuvwxyzA"  # index 1..27; 0 is padding
 WYCK_TYPES = len(LETTERS) + 1  # 28
 
-_CRYSTAL_SYSTEMS = (  # (last space group number, name)
-    (2, "triclinic"), (15, "monoclinic"), (74, "orthorhombic"), (142, "tetragonal"),
-    (167, "trigonal"), (194, "hexagonal"), (230, "cubic"),
-)
 
 
 def check_spacegroup(g: int) -> int:
@@ -61,8 +58,8 @@ def index_to_letter(w: int) -> str:
 
 
 def crystal_system(g: int) -> str:
-    g = check_spacegroup(g)
-    return next(name for last, name in _CRYSTAL_SYSTEMS if g <= last)
+    """The crystal system of space group ``g``, checked to be 1..230 (``core.crystal_systems``)."""
+    return _system_of(check_spacegroup(g))
 
 
 @functools.cache
