@@ -128,24 +128,139 @@ def _draw_coordinate(key, row, Kx, temperature, top_p):
 # ---------------------------------------------------------------------------------------------
 # The decoding loop
 # ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Decoding:
+    """What every decoding step of one batch reads: the model, the batch's space groups and the sampling
+    settings (fixed for the whole batch; the per-step state travels separately as a dict)."""
+
+    config: ModelConfig
+    model: CrystalFormer
+    variables: dict
+    key: jax.Array
+    G: jax.Array              # (B,) space groups
+    temperature: jax.Array
+    top_p: float
+    atom_mask: jax.Array      # (atom_types,) allowed elements
+    use_cache: bool
+    first_op: jax.Array       # (230, wyck_types, 3, 4) first symmetry operation of each Wyckoff position
+    fc_mask: jax.Array        # (230, wyck_types, 3) free coordinates of each Wyckoff position
+    dtype: object
+
+    @property
+    def B(self) -> int:
+        return self.G.shape[0]
+
+    def head(self, method, *args):
+        return self.model.apply(self.variables, *args, method=method)
+
+
+def _output_row(ctx: _Decoding, s: dict):
+    """Processed output row of token t (B, output_size), and the updated cache."""
+    t = s["t"]
+    i, kind = t // 5, t % 5
+    W_i = s["W"][:, i]
+    G = ctx.G
+    if ctx.use_cache:
+        site = lambda x: jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1)  # noqa: E731
+        W1 = site(s["W"])
+        emb = ctx.head(CrystalFormer.site_embeddings, G, W1, site(s["A"]), site(s["XYZ"]), multiplicities(G, W1))
+        raw, cache = ctx.head(CrystalFormer.decode_step, G, emb[:, 0, kind], s["cache"], t)
+        candidates = jnp.stack([
+            ctx.head(CrystalFormer.atom_lattice_head, raw, W_i),
+            ctx.head(CrystalFormer.coord_head, raw),
+            ctx.head(CrystalFormer.coord_head, raw),
+            ctx.head(CrystalFormer.coord_head, raw),
+            ctx.head(CrystalFormer.wyckoff_head, raw, G, W_i),
+        ])
+        return candidates[kind], cache
+    full = ctx.model.apply(ctx.variables, G, s["XYZ"], s["A"], s["W"], multiplicities(G, s["W"]), True)
+    return jax.lax.dynamic_index_in_dim(full, t + 1, axis=1, keepdims=False), s["cache"]
+
+
+def _next_atom(ctx: _Decoding, row, k, s: dict) -> dict:
+    """Fed W_i: draw A_i, keep the lattice row of site i."""
+    i = s["t"] // 5
+    W_i = s["W"][:, i]
+    logits = row[:, :ctx.config.atom_types] + jnp.where(ctx.atom_mask, 0.0, -1e10)
+    a = _categorical(k, logits, ctx.temperature, ctx.top_p)
+    return {**s, "A": s["A"].at[:, i].set(a), "lat_rows": s["lat_rows"].at[:, i].set(row),
+            "lp_a": s["lp_a"] + row[jnp.arange(ctx.B), a],
+            "stop": jnp.all(W_i == 0)}
+
+
+def _next_coord(ctx: _Decoding, d: int, row, k, s: dict) -> dict:
+    """Fed A_i / X_i / Y_i: draw coordinate d of site i, project it onto the Wyckoff position."""
+    i = s["t"] // 5
+    W_i = s["W"][:, i]
+    G, B = ctx.G, ctx.B
+    x = _draw_coordinate(k, row, ctx.config.Kx, ctx.temperature, ctx.top_p)
+    point = s["XYZ"][:, i].at[:, d].set(x)
+    point = point.at[:, d + 1:].set(0.0)
+    op = ctx.first_op[G - 1, W_i]                                   # (B, 3, 4)
+    proj = jnp.einsum("bij,bj->bi", op, jnp.concatenate([point, jnp.ones((B, 1), ctx.dtype)], axis=1))
+    x = (proj - jnp.floor(proj))[:, d]
+    free = ctx.fc_mask[G - 1, W_i][:, d] & (W_i > 0)
+    lp = jnp.where(free, coord_logpdf(row, x, ctx.config.Kx), 0.0)
+    return {**s, "XYZ": s["XYZ"].at[:, i, d].set(x), "lp_xyz": s["lp_xyz"] + lp}
+
+
+def _next_wyckoff(ctx: _Decoding, row, k, s: dict) -> dict:
+    """Fed Z_i: draw W_{i+1}; the last site is always padding."""
+    n = ctx.config.n_max
+    i = s["t"] // 5
+    j = jnp.minimum(i + 1, n - 1)
+    letters = jnp.arange(ctx.config.wyck_types)
+    logits = jnp.where((j == n - 1) & (letters > 0), -1e10, row[:, :ctx.config.wyck_types])
+    w = _categorical(k, logits, ctx.temperature, ctx.top_p)
+    valid = i + 1 < n
+    return {**s, "W": jnp.where(valid, s["W"].at[:, j].set(w), s["W"]),
+            "lp_w": s["lp_w"] + jnp.where(valid, row[jnp.arange(ctx.B), w], 0.0)}
+
+
+def _decode_one_token(ctx: _Decoding, s: dict) -> dict:
+    """One step of the loop: the output row of token t, then the draw its kind calls for (atom, x, y, z,
+    next Wyckoff letter)."""
+    row, cache = _output_row(ctx, s)
+    t = s["t"]
+    k = jax.random.fold_in(ctx.key, t + 1)
+    steps = [functools.partial(_next_atom, ctx, row, k)]
+    steps += [functools.partial(_next_coord, ctx, d, row, k) for d in range(3)]
+    steps.append(functools.partial(_next_wyckoff, ctx, row, k))
+    # the cache stays out of the switch: passed through a conditional, XLA copies it every step
+    s = jax.lax.switch(t % 5, steps, {name: value for name, value in s.items() if name != "cache"})
+    return {**s, "cache": cache, "t": t + 1}
+
+
+def _draw_lattice(ctx: _Decoding, state: dict):
+    """Lattice (B, 6), normalised, from the mixture of the row after the last site, symmetrised to the
+    crystal system; and its log-density."""
+    config, G, B = ctx.config, ctx.G, ctx.B
+    rows = jnp.arange(B)
+    W, A = state["W"], state["A"]
+    num_sites = jnp.sum(A != 0, axis=1)
+    lrow = state["lat_rows"][rows, num_sites]
+    Kl, a0 = config.Kl, config.atom_types
+    k_comp, k_norm = jax.random.split(jax.random.fold_in(ctx.key, config.seq_len + 1))
+    comp = _categorical(k_comp, lrow[:, a0:a0 + Kl], ctx.temperature, ctx.top_p)
+    mu = lrow[:, a0 + Kl:a0 + 7 * Kl].reshape(B, Kl, 6)[rows, comp]
+    sigma = lrow[:, a0 + 7 * Kl:a0 + 13 * Kl].reshape(B, Kl, 6)[rows, comp]
+    L = mu + sigma * jnp.sqrt(ctx.temperature) * jax.random.normal(k_norm, (B, 6), ctx.dtype)
+    num_atoms = jnp.sum(multiplicities(G, W), axis=1)
+    L = lat.normalize(lat.symmetrize(G, lat.denormalize(L, num_atoms)), num_atoms)
+    return L, lattice_logpdf(lrow, L, G, config)
+
+
 def _decode(config: ModelConfig, params, key, G, temperature, top_p, atom_mask, use_cache: bool):
     """Sample one batch. Returns (W, A, XYZ, L_normalised, logp dict); everything (B, …)."""
-    model = CrystalFormer(config)
-    variables = {"params": params}
     B, n, T = G.shape[0], config.n_max, config.seq_len
     dtype = jnp.result_type(float)
     tables = wyckoff.tables()
-    first_op = jnp.asarray(tables.first_op, dtype)
-    fc_mask = jnp.asarray(tables.fc_mask)
-    rows = jnp.arange(B)
-    letters = jnp.arange(config.wyck_types)
+    ctx = _Decoding(config, CrystalFormer(config), {"params": params}, key, G, temperature, top_p, atom_mask,
+                    use_cache, jnp.asarray(tables.first_op, dtype), jnp.asarray(tables.fc_mask), dtype)
     spans = [x for x in DECODE_SPANS if use_cache and x < T] + [T]     # cache lengths, in decoding phases
 
-    def head(method, *args):
-        return model.apply(variables, *args, method=method)
-
     # W_0 from the space group alone
-    h0 = head(CrystalFormer.first_w_logprobs, G)
+    h0 = ctx.head(CrystalFormer.first_w_logprobs, G)
     W0 = _categorical(jax.random.fold_in(key, 0), h0, temperature, top_p)
     state = dict(
         t=jnp.int32(0), stop=jnp.bool_(False),
@@ -153,94 +268,24 @@ def _decode(config: ModelConfig, params, key, G, temperature, top_p, atom_mask, 
         A=jnp.zeros((B, n), jnp.int32),
         XYZ=jnp.zeros((B, n, 3), dtype),
         lat_rows=jnp.zeros((B, n, config.output_size), dtype),
-        lp_w=h0[rows, W0], lp_a=jnp.zeros(B, dtype), lp_xyz=jnp.zeros(B, dtype),
+        lp_w=h0[jnp.arange(B), W0], lp_a=jnp.zeros(B, dtype), lp_xyz=jnp.zeros(B, dtype),
         cache=init_cache(config, B, dtype, spans[0]) if use_cache else jnp.zeros(()),
     )
-
-    def output_row(s):
-        """Processed output row of token t (B, output_size), and the updated cache."""
-        t = s["t"]
-        i, kind = t // 5, t % 5
-        W_i = s["W"][:, i]
-        if use_cache:
-            site = lambda x: jax.lax.dynamic_slice_in_dim(x, i, 1, axis=1)
-            W1 = site(s["W"])
-            emb = head(CrystalFormer.site_embeddings, G, W1, site(s["A"]), site(s["XYZ"]), multiplicities(G, W1))
-            raw, cache = head(CrystalFormer.decode_step, G, emb[:, 0, kind], s["cache"], t)
-            candidates = jnp.stack([
-                head(CrystalFormer.atom_lattice_head, raw, W_i),
-                head(CrystalFormer.coord_head, raw),
-                head(CrystalFormer.coord_head, raw),
-                head(CrystalFormer.coord_head, raw),
-                head(CrystalFormer.wyckoff_head, raw, G, W_i),
-            ])
-            return candidates[kind], cache
-        full = model.apply(variables, G, s["XYZ"], s["A"], s["W"], multiplicities(G, s["W"]), True)
-        return jax.lax.dynamic_index_in_dim(full, t + 1, axis=1, keepdims=False), s["cache"]
-
-    def body(s):
-        row, cache = output_row(s)
-        t = s["t"]
-        i, kind = t // 5, t % 5
-        k = jax.random.fold_in(key, t + 1)
-        W_i = s["W"][:, i]
-
-        def next_atom(s):  # fed W_i: draw A_i, keep the lattice row of site i
-            logits = row[:, :config.atom_types] + jnp.where(atom_mask, 0.0, -1e10)
-            a = _categorical(k, logits, temperature, top_p)
-            return {**s, "A": s["A"].at[:, i].set(a), "lat_rows": s["lat_rows"].at[:, i].set(row),
-                    "lp_a": s["lp_a"] + row[rows, a],
-                    "stop": jnp.all(W_i == 0)}
-
-        def next_coord(d):
-            def fn(s):  # fed A_i / X_i / Y_i: draw coordinate d, project onto the Wyckoff position
-                x = _draw_coordinate(k, row, config.Kx, temperature, top_p)
-                point = s["XYZ"][:, i].at[:, d].set(x)
-                point = point.at[:, d + 1:].set(0.0)
-                op = first_op[G - 1, W_i]                                   # (B, 3, 4)
-                proj = jnp.einsum("bij,bj->bi", op, jnp.concatenate([point, jnp.ones((B, 1), dtype)], axis=1))
-                x = (proj - jnp.floor(proj))[:, d]
-                free = fc_mask[G - 1, W_i][:, d] & (W_i > 0)
-                lp = jnp.where(free, coord_logpdf(row, x, config.Kx), 0.0)
-                return {**s, "XYZ": s["XYZ"].at[:, i, d].set(x), "lp_xyz": s["lp_xyz"] + lp}
-            return fn
-
-        def next_wyckoff(s):  # fed Z_i: draw W_{i+1}; the last site is always padding
-            j = jnp.minimum(i + 1, n - 1)
-            logits = jnp.where((j == n - 1) & (letters > 0), -1e10, row[:, :config.wyck_types])
-            w = _categorical(k, logits, temperature, top_p)
-            valid = i + 1 < n
-            return {**s, "W": jnp.where(valid, s["W"].at[:, j].set(w), s["W"]),
-                    "lp_w": s["lp_w"] + jnp.where(valid, row[rows, w], 0.0)}
-
-        # the cache stays out of the switch: passed through a conditional, XLA copies it every step
-        s = jax.lax.switch(kind, [next_atom, next_coord(0), next_coord(1), next_coord(2), next_wyckoff],
-                           {name: value for name, value in s.items() if name != "cache"})
-        return {**s, "cache": cache, "t": t + 1}
 
     # Most crystals stop after a few sites, and each step reads the whole cache: decode with a short
     # cache first and grow it only if some row goes on (each phase compiles its own loop body; the
     # empty slots are masked, so the samples are the same as with one full-length cache).
+    step = functools.partial(_decode_one_token, ctx)
     for end in spans:
         if end > spans[0]:
             state = {**state, "cache": grow_cache(state["cache"], end)}
-        state = jax.lax.while_loop(lambda s, end=end: (s["t"] < end) & ~s["stop"], body, state)
+        state = jax.lax.while_loop(lambda s, end=end: (s["t"] < end) & ~s["stop"], step, state)
 
-    W, A = state["W"], state["A"]
-    num_sites = jnp.sum(A != 0, axis=1)
-    lrow = state["lat_rows"][rows, num_sites]
-    Kl, a0 = config.Kl, config.atom_types
-    k_comp, k_norm = jax.random.split(jax.random.fold_in(key, T + 1))
-    comp = _categorical(k_comp, lrow[:, a0:a0 + Kl], temperature, top_p)
-    mu = lrow[:, a0 + Kl:a0 + 7 * Kl].reshape(B, Kl, 6)[rows, comp]
-    sigma = lrow[:, a0 + 7 * Kl:a0 + 13 * Kl].reshape(B, Kl, 6)[rows, comp]
-    L = mu + sigma * jnp.sqrt(temperature) * jax.random.normal(k_norm, (B, 6), dtype)
-    num_atoms = jnp.sum(multiplicities(G, W), axis=1)
-    L = lat.normalize(lat.symmetrize(G, lat.denormalize(L, num_atoms)), num_atoms)
+    W = state["W"]
+    L, lp_l = _draw_lattice(ctx, state)
     XYZ = jnp.where((W > 0)[..., None], state["XYZ"], 0.0)
-    logp = {"w": state["lp_w"], "a": state["lp_a"], "xyz": state["lp_xyz"],
-            "l": lattice_logpdf(lrow, L, G, config)}
-    return W, A, XYZ, L, logp
+    logp = {"w": state["lp_w"], "a": state["lp_a"], "xyz": state["lp_xyz"], "l": lp_l}
+    return W, state["A"], XYZ, L, logp
 
 
 @functools.lru_cache(maxsize=32)
