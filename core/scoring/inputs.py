@@ -11,6 +11,10 @@ reference structure the models compute for the hulls has 288 atoms (matbench_die
 sets: 160), so the one bound leaves every number as it was. Time and memory grow with the atoms, and a
 generated cell that large is almost always a broken one. Uploads are read up to 1000 sites
 (``core.export.MAX_SITES``, so a user sees them) and get this message when scored.
+
+The pipeline's screen (``SCORING_LIMITS``) is the same function with two bounds a model does not need:
+cells under 0.1 Å³ (the structure-validity bound) and above 1000 Å³/atom (gas-like); a model's own
+screen names the precise reason instead (too dense to list neighbours, an isolated atom).
 """
 from __future__ import annotations
 
@@ -32,7 +36,9 @@ class InputLimits:
         max_atoms: most sites per structure (memory and time grow with it).
         max_edge_a: longest lattice vector, Å (default: the longest a neighbour list is built for).
         min_distance_a: closest allowed pair of atoms, Å (the project's structure-validity bound).
-        min_volume_a3: smallest cell volume, Å³.
+        min_volume_a3: smallest cell volume, Å³: for a model the numerical floor (a smaller, collapsed
+            cell is then refused by the neighbour list, which says it is too dense to list); for the
+            pipeline the validity bound ``core.scoring.metrics.MIN_VOLUME_A3``.
         max_volume_per_atom_a3: largest volume per atom, Å³/atom (condensed matter is 5-100); None: no
             bound. A model needs none (its own check names the atom with no neighbour within its cutoff,
             the precise reason a sparse cell cannot be evaluated); the pipeline's screen, before any
@@ -42,12 +48,12 @@ class InputLimits:
     max_atoms: int = 500
     max_edge_a: float = NEIGHBOR_MAX_EDGE_A
     min_distance_a: float = MIN_DISTANCE_A
-    min_volume_a3: float = MIN_VOLUME_A3
+    min_volume_a3: float = 1e-6
     max_volume_per_atom_a3: float | None = None
 
 
 DEFAULT_LIMITS = InputLimits()                                   # every model's screen
-SCORING_LIMITS = InputLimits(max_volume_per_atom_a3=1000.0)      # the pipeline's, before any model
+SCORING_LIMITS = InputLimits(min_volume_a3=MIN_VOLUME_A3, max_volume_per_atom_a3=1000.0)   # the pipeline's
 
 
 def input_problem(structure: Any, limits: InputLimits = SCORING_LIMITS) -> str | None:
