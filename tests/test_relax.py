@@ -116,3 +116,19 @@ def test_strained_nacl_relaxes_back_with_m3gnet(m3gnet):
     assert np.mean(result.structure.lattice.abc) == pytest.approx(5.69132, abs=0.01)  # model card
     assert result.energy_per_atom == pytest.approx(-3.3675, abs=2e-3)  # EOS minimum is flat around 5.69 Å
     assert result.structure.composition == start.composition
+
+
+def test_test_doubles_implement_the_mlip_protocol():
+    """The doubles offer what every backend does (``core.scoring.mlip.MLIP``), so production code never
+    probes for attributes: the input check refuses what a real backend refuses."""
+    from core.errors import ScoringError
+    from core.scoring.mlip import MLIP
+    from scoring_doubles import FakeMLIP
+
+    fake, emt = FakeMLIP({"Na": -1.3, "Cl": -1.8}), EMTPotential()
+    assert isinstance(fake, MLIP) and isinstance(emt, MLIP)
+    emt.check(fcc_cu(3.6))
+    with pytest.raises(ScoringError, match="Na not covered"):
+        emt.check(Structure(Lattice.cubic(4.0), ["Na"], [[0, 0, 0]]))
+    result = emt.predict([fcc_cu(3.6)], forces=False)[0]
+    assert result.forces is None and result.energy_per_atom == pytest.approx(result.energy_ev / len(fcc_cu(3.6)))
