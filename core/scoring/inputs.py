@@ -56,8 +56,13 @@ DEFAULT_LIMITS = InputLimits()                                   # every model's
 SCORING_LIMITS = InputLimits(min_volume_a3=MIN_VOLUME_A3, max_volume_per_atom_a3=1000.0)   # the pipeline's
 
 
-def input_problem(structure: Any, limits: InputLimits = SCORING_LIMITS) -> str | None:
-    """Why ``structure`` cannot be scored by any model (a one-line message), or None when it can."""
+def input_problem(structure: Any, limits: InputLimits = SCORING_LIMITS, *, distances: bool = True) -> str | None:
+    """Why ``structure`` cannot be scored by any model (a one-line message), or None when it can.
+
+    ``distances=False`` leaves out the closest-pair check: a model's screen judges it on the neighbour
+    list it builds anyway (one list for overlapping and isolated atoms, and a cell too dense to list is
+    named as such).
+    """
     if not isinstance(structure, Structure):
         return f"not a pymatgen Structure ({type(structure).__name__})"
     if len(structure) == 0:
@@ -78,6 +83,8 @@ def input_problem(structure: Any, limits: InputLimits = SCORING_LIMITS) -> str |
     longest = float(max(structure.lattice.abc))
     if longest > limits.max_edge_a:
         return f"huge cell: lattice vector of {longest:.4g} Å > {limits.max_edge_a:g} Å"
+    if not distances:
+        return None
     distance = min_interatomic_distance(structure)
     if not distance >= limits.min_distance_a:
         return f"overlapping atoms (shortest distance {distance:.3g} Å < {limits.min_distance_a} Å)"

@@ -124,7 +124,7 @@ def check_structure(structure: Structure, *, label: str, elements: frozenset[str
         cutoff_a: the model's neighbour cutoff, Å; an atom with no neighbour within it is refused.
         limits: size and distance bounds.
     """
-    problem = input_problem(structure, limits)
+    problem = input_problem(structure, limits, distances=False)
     if problem is not None:
         raise ScoringError(problem)
     cell = Cell.of(structure)
@@ -137,6 +137,11 @@ def check_structure(structure: Structure, *, label: str, elements: frozenset[str
         pairs = neighbor_list(structure, max(radius, NEIGHBOR_RADIUS_A), cell)  # one list per structure for every model
     except ValueError as exc:  # no list for this cell (atoms packed too densely, a longer cell than it allows)
         raise ScoringError(str(exc)) from exc
+    close = pairs.distances < limits.min_distance_a
+    if np.any(close):
+        i, j = int(pairs.centres[close][0]), int(pairs.neighbours[close][0])
+        raise ScoringError(f"overlapping atoms: sites {i} ({structure[i].specie}) and {j} ({structure[j].specie}) "
+                           f"are {float(pairs.distances[close].min()):.3f} Å apart (< {limits.min_distance_a} Å)")
     lonely = np.flatnonzero(pairs.nearest > radius)
     if lonely.size:
         site = int(lonely[0])
