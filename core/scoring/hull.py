@@ -30,8 +30,16 @@ energies. Otherwise (Kind B, or a MatPES-scale MLIP against DFT entries) both si
 elemental entries) and the query's relative to the MLIP's bundled elemental phases. That cancels the
 MLIP's elemental offsets; what remains is the MLIP's formation-energy error.
 
-Every result names its reference and flags chemical systems in which the reference holds only
-elemental phases (``elements_only``): there E_hull equals the formation energy.
+Every result names its reference and says how completely it covers the chemical system
+(``coverage``, rule in ``core.scoring.coverage``): ``"full"`` when every element pair of the system that
+is expected to form a compound (a binary known offline in matbench_dielectric or on the DFT hulls of
+``shared/data/hulls``, or a charge-neutral SMACT binary when one element is a non-metal) is represented
+by at least one compound of the reference; ``"partial"`` when such a pair is missing
+(``missing_pairs``); ``"elements-only"`` when the reference holds only elemental phases there (E_hull
+then equals the formation energy, ``elements_only``); ``"completed"`` after hull completion filled the
+missing pairs. Missing competing phases make E_hull too low: outside ``full`` / ``completed`` E_hull is
+a **lower bound** (``HullResult.lower_bound``; ``core.scoring.sanity`` flags it ``hull_lower_bound``
+and never calls such a row stable).
 """
 from __future__ import annotations
 
@@ -52,6 +60,7 @@ from pymatgen.entries.compatibility import CompatibilityError, MaterialsProject2
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
 from core.errors import MissingResourceError, ScoringError
+from core.scoring.coverage import JUDGED_COVERAGE, Coverage, classify
 from core.scoring.references.entries_file import read_entries_file
 from core.scoring.references.store import COMPOUND_RECIPE, ELEMENT_RECIPE, ReferenceEnergies, mlip_key
 
@@ -73,6 +82,13 @@ class HullResult:
     elements_only: bool        # the reference holds only elemental phases in this chemical system
     decomposition: str         # hull phases at this composition, atom fractions: "0.6 Fe2O3 + 0.4 Na2O"
     correction_per_atom: float = 0.0  # eV/atom MP2020 correction applied to the query energy
+    coverage: str = "full"     # "full" | "partial" | "elements-only" | "completed" (core.scoring.coverage)
+    missing_pairs: tuple[str, ...] = ()  # element pairs expected to form compounds that the reference lacks
+
+    @property
+    def lower_bound(self) -> bool:
+        """E_hull is only a lower bound: the reference does not cover the system (missing competing phases)."""
+        return self.coverage not in JUDGED_COVERAGE
 
 
 # ---------------------------------------------------------------- MP2020 entries
@@ -274,6 +290,10 @@ class HullReference:
                 self._diagrams.popitem(last=False)
             return diagram
 
+    def coverage(self, elements: frozenset[str], diagram: PhaseDiagram) -> Coverage:
+        """How completely this reference's phases cover the system (``core.scoring.coverage.classify``)."""
+        return classify(elements, [{el.symbol for el in e.composition.elements} for e in diagram.all_entries if _is_compound(e)])
+
     def _query_entry(self, structure: Structure, energy_ev: float, mlip: MLIP) -> tuple[Any, float]:
         """The query as an entry on this reference's scale, and its correction (eV/atom)."""
         entry = mlip_entry(structure, energy_ev, corrected=bool(mlip.mp_compatible))
@@ -310,6 +330,7 @@ class HullReference:
                 for index in indices:
                     results[index] = exc if isinstance(exc, ScoringError) else ScoringError(f"hull reference: {exc}")
                 continue
+            coverage = self.coverage(elements, diagram)
             for index in indices:
                 try:
                     entry, correction = self._query_entry(structures[index], energies_ev[index], mlip)
@@ -319,6 +340,7 @@ class HullReference:
                         e_form_per_atom=float(diagram.get_form_energy_per_atom(entry)),
                         reference=self.name, elements_only=elements_only,
                         decomposition=_decomposition_text(decomposition), correction_per_atom=float(correction),
+                        coverage=coverage.kind, missing_pairs=coverage.missing_pairs,
                     )
                 except ScoringError as exc:
                     results[index] = exc

@@ -20,12 +20,15 @@ in worker processes (``workers``, see ``core.scoring.workers``); step 6 always r
 Columns (``COLUMNS``): ``formula`` (reduced), ``spacegroup`` (number), ``nsites``, ``energy_ev`` (total, eV;
 after relaxation when relaxed), ``energy_per_atom`` (eV/atom), ``e_form_per_atom`` and ``e_above_hull``
 (eV/atom, see ``core.scoring.hull``), ``hull_reference`` (which reference set), ``hull_elements_only``
-(the reference has only elemental phases in this chemical system), ``band_gap_ev`` (MEGNet, PBE
-fidelity), ``eps_elec`` (dimensionless), ``eps_elec_std`` (calibrated spread of the ε ensemble), ``fom_ev`` (ε_elec × E_g), ``fom_ev_std`` (its first-order σ from ε), ``struct_valid`` / ``comp_valid``
+(the reference has only elemental phases in this chemical system), ``hull_coverage`` ("full" |
+"partial" | "elements-only" | "completed", ``core.scoring.coverage``; outside full/completed E_hull is a
+lower bound), ``band_gap_ev`` (MEGNet, PBE fidelity, max(raw, 0)), ``band_gap_raw_ev`` (the model's raw
+output, may be slightly negative), ``eps_elec`` (dimensionless), ``eps_elec_std`` (calibrated spread of the ε ensemble), ``fom_ev`` (ε_elec × E_g), ``fom_ev_std`` (its first-order σ from ε), ``struct_valid`` / ``comp_valid``
 (of the input, ``core.scoring.metrics``), ``relaxed``, ``relax_steps``, ``relax_converged``,
 ``match_relaxed`` / ``rmsd_relaxed`` (input vs relaxed structure; RMSD normalised as pymatgen does),
 ``novel`` (None without a training set) and ``unique`` (of the final structure: relaxed when relaxed),
-``error`` (None or "stage: reason; ...").
+``flags`` (``core.scoring.sanity`` codes, ``;``-joined, "" when none: error, invalid, unphysical,
+below_hull, hull_lower_bound, gap_clipped), ``error`` (None or "stage: reason; ...").
 """
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ from core.scoring.metrics import (
     structure_validity,
 )
 from core.scoring.mlip import DEFAULT_MLIP
+from core.scoring.sanity import row_flags
 from core.scoring.device import pick_torch_device
 from core.scoring.uncertainty import dielectric_ensemble, fom_uncertainty
 from core.scoring.workers import ChunkRunner, spans, useful_workers
@@ -63,11 +67,11 @@ if TYPE_CHECKING:
 
 COLUMNS = (
     "formula", "spacegroup", "nsites", "energy_ev", "energy_per_atom", "e_form_per_atom", "e_above_hull",
-    "hull_reference", "hull_elements_only", "band_gap_ev", "eps_elec", "eps_elec_std", "fom_ev", "fom_ev_std",
+    "hull_reference", "hull_elements_only", "hull_coverage", "band_gap_ev", "band_gap_raw_ev", "eps_elec", "eps_elec_std", "fom_ev", "fom_ev_std",
     "struct_valid", "comp_valid",
-    "relaxed", "relax_steps", "relax_converged", "match_relaxed", "rmsd_relaxed", "novel", "unique", "error",
+    "relaxed", "relax_steps", "relax_converged", "match_relaxed", "rmsd_relaxed", "novel", "unique", "flags", "error",
 )
-TEXT_COLUMNS = ("formula", "hull_reference", "error")
+TEXT_COLUMNS = ("formula", "hull_reference", "hull_coverage", "flags", "error")
 MAX_SITES = 500                  # atoms per cell
 MAX_VOLUME_PER_ATOM_A3 = 1000.0  # Å^3/atom; condensed matter is 5-100
 
@@ -125,7 +129,7 @@ class _Row:
             self.values["comp_valid"] = composition_validity(composition)
             if problem is None:  # input_problem holds every condition of structure validity
                 self.values["struct_valid"] = True
-            elif 0 < len(self.input) <= MAX_SITES:
+            elif 0 < len(self.input) <= MAX_SITES and self.input.is_ordered:  # the neighbour list needs one species a site
                 self.values["struct_valid"] = structure_validity(self.input)
         if problem is not None:
             self.errors.append(problem)
@@ -143,6 +147,7 @@ class _Row:
 
     def finish(self) -> dict[str, Any]:
         self.values["error"] = "; ".join(self.errors) if self.errors else None
+        self.values["flags"] = ";".join(row_flags(self.values))
         return dict(self.values)
 
     def packed(self) -> tuple[dict[str, Any], list[str], bool, Structure | None]:
@@ -230,6 +235,9 @@ class _Scorer:
                     row.values[column], row.values[f"{column}_std"] = value
                 elif value is not None and math.isfinite(float(value)):
                     row.values[column] = float(value)
+                    if column == "band_gap_ev":   # a gap is >= 0: keep the model's raw output, show max(raw, 0)
+                        row.values["band_gap_raw_ev"] = float(value)
+                        row.values[column] = max(float(value), 0.0)
         for row, _ in structures:
             eps, gap = row.values["eps_elec"], row.values["band_gap_ev"]
             fom = figure_of_merit(eps, gap)
@@ -289,7 +297,8 @@ class _Scorer:
                     row.errors.append(_message("hull", result))
                 else:
                     row.values.update(e_above_hull=result.e_above_hull, e_form_per_atom=result.e_form_per_atom,
-                                      hull_reference=result.reference, hull_elements_only=result.elements_only)
+                                      hull_reference=result.reference, hull_elements_only=result.elements_only,
+                                      hull_coverage=result.coverage)
         # 4. properties on the final structures
         self._properties(rows)
         return rows

@@ -26,11 +26,11 @@ from typing import Any
 
 import pandas as pd
 
+from core.scoring.coverage import JUDGED_COVERAGE  # noqa: F401 - part of this module's contract
 from core.scoring.metrics import STABILITY_THRESHOLD_EV
 
 BELOW_HULL_EV = 0.1            # eV/atom below the hull: more than DFT-vs-MLIP scatter explains
 UNPHYSICAL_E_HULL_EV = 5.0     # eV/atom above the hull: not a crystal any model should be trusted on
-JUDGED_COVERAGE = ("full", "completed")   # hull coverage classes on which E_hull is not a lower bound
 
 FLAG_TEXT = {
     "error": "not scored (see error)",
@@ -100,3 +100,11 @@ def may_call_stable(row: Mapping[str, Any], threshold: float = STABILITY_THRESHO
     if set(row_flags(row)) & HIDDEN_BY_DEFAULT:
         return False
     return _number(row.get("e_above_hull")) < threshold
+
+
+def flag_notes(table: pd.DataFrame) -> list[str]:
+    """One ``note:`` line per flag that occurs in ``table`` (count and words), for command-line output:
+    e.g. ``note: 3 of 10 rows: hull incomplete in this chemical system: E_hull is a lower bound``."""
+    flags = table["flags"] if "flags" in table else flag_column(table)
+    counts = {code: int(flags.fillna("").map(lambda f, c=code: c in f.split(";")).sum()) for code in FLAG_TEXT}
+    return [f"note: {count} of {len(table)} rows: {FLAG_TEXT[code]}" for code, count in counts.items() if count]
