@@ -139,13 +139,15 @@ def test_uniqueness_and_novelty(fakes):
     assert list(df["novel"]) == [True, True, False]
 
 
-def test_relaxation_columns(fakes, monkeypatch):
-    relax_module = pytest.importorskip("core.scoring.relax")
-    monkeypatch.setattr(relax_module, "relax", fake_relax)
-    df = score([rocksalt(), rocksalt(5.0, ("Mg", "O"))], mlip=fakes, relax=True, hull=None, properties=False)
+def test_relaxation_columns_and_relaxed_reference(fakes):
+    """The fake MLIP has zero forces, so the batched relaxation stops at step 0; a relaxed candidate is placed
+    on the relaxed bundled reference (compounds relaxed the same way), named as such."""
+    df = score([rocksalt(), rocksalt(5.0, ("Mg", "O"))], mlip=fakes, relax=True, hull="bundled", properties=False)
     assert list(df["relaxed"]) == [True, True] and list(df["relax_steps"]) == [0, 0]
     assert all(df["relax_converged"]) and all(df["match_relaxed"])
     assert df["rmsd_relaxed"].max() == pytest.approx(0.0, abs=1e-6)
+    assert set(df["hull_reference"]) == {f"{hull.BUNDLED_VERSION}-relaxed-r1/fake"}
+    assert list(df["e_above_hull"]) == pytest.approx([0.0, 0.0], abs=1e-9)
 
 
 def test_bundled_hull_through_the_pipeline(fakes):

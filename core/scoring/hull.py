@@ -12,10 +12,13 @@ reference hull.
 Reference sets (``load_hull_reference(kind, mlip)``):
 
 ``"bundled"`` (default, offline)
-    the 4,764 MP structures of matbench_dielectric shipped in crystal-toolkit plus relaxed elemental
-    phases (``core.scoring.references.elements``), all computed with the *same* MLIP (compounds:
-    static energy at the MP geometry; elements: relaxed), so the hull is self-consistent. Only the
-    phases of the query's chemical system are computed, once, and cached on disk.
+    the 4,764 MP structures of matbench_dielectric shipped in crystal-toolkit and the MP entries with
+    structures of ``shared/data/hulls`` (Li-Co-Ni-O, Na-Fe-P-O: ``references.bundled``) plus relaxed
+    elemental phases (``core.scoring.references.elements``), all computed with the *same* MLIP (compounds:
+    static energy at the MP geometry, or with ``relaxed=True`` relaxed exactly as candidates are; elements:
+    relaxed), so the hull is self-consistent. Only the phases of the query's chemical system are
+    computed, once, and cached on disk. Relaxed candidates (``score(relax=True)``) are placed on the
+    relaxed reference: same MLIP, same FIRE + FrechetCellFilter settings on both sides.
 an entries file
     Kind A: MP ``ComputedStructureEntry`` JSON (total DFT energies with MP2020 corrections);
     Kind B: slim formation-energy entries (Alexandria ternaries). See ``references.entries_file``.
@@ -62,12 +65,13 @@ from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEn
 from core.errors import MissingResourceError, ScoringError
 from core.scoring.coverage import JUDGED_COVERAGE, Coverage, classify
 from core.scoring.references.entries_file import read_entries_file
-from core.scoring.references.store import COMPOUND_RECIPE, ELEMENT_RECIPE, ReferenceEnergies, mlip_key
+from core.scoring.references.store import COMPOUND_RECIPE, ELEMENT_RECIPE, RELAXED_RECIPE, ReferenceEnergies, mlip_key
 
 if TYPE_CHECKING:
     from core.scoring.mlip import MLIP
 
-BUNDLED_VERSION = f"bundled-{COMPOUND_RECIPE}.{ELEMENT_RECIPE}"   # names the recipes (references.store)
+BUNDLED_SET = "mb+mp1"   # matbench_dielectric + the Kind A MP files (references.bundled); names the compound set
+BUNDLED_VERSION = f"bundled-{BUNDLED_SET}-{COMPOUND_RECIPE}.{ELEMENT_RECIPE}"   # and the recipes (references.store)
 HULL_KINDS = ("bundled", "mp-api")  # besides a path to an entries file
 _PD_CACHE_SIZE = 512
 
@@ -350,25 +354,40 @@ class HullReference:
 
 
 class BundledReference(HullReference):
-    """matbench_dielectric MP structures + relaxed elemental phases, all with the query's MLIP."""
+    """matbench_dielectric + MP hull-file structures and relaxed elemental phases, all with the query's MLIP.
 
-    def __init__(self, mlip: MLIP | None = None) -> None:
+    ``relaxed``: compounds relaxed like candidates (FIRE + FrechetCellFilter, ``references.store``'s
+    ``RELAXED_RECIPE``) instead of static at their DFT geometry: the reference for relaxed candidates.
+    ``exclude``: row names (``references.bundled``) left out, e.g. a system's compounds in a
+    leave-system-out test.
+    """
+
+    def __init__(self, mlip: MLIP | None = None, relaxed: bool = False, exclude: frozenset[str] = frozenset()) -> None:
+        version = f"{BUNDLED_VERSION}-relaxed-{RELAXED_RECIPE}" if relaxed else BUNDLED_VERSION
         super().__init__(
-            name=f"{BUNDLED_VERSION}/{mlip.name}" if mlip is not None else BUNDLED_VERSION,
-            description=("4,764 Materials Project structures of matbench_dielectric (crystal-toolkit) and relaxed "
-                         "elemental phases, energies from the same MLIP"),
+            name=f"{version}/{mlip.name}" if mlip is not None else version,
+            description=("Materials Project structures (matbench_dielectric from crystal-toolkit, and the MP hull files "
+                         "of shared/data/hulls) and relaxed elemental phases, energies from the same MLIP"
+                         + (", compounds relaxed like the candidates" if relaxed else ", compounds static at their MP geometry")),
             mlip=mlip,
         )
+        self.relaxed = relaxed
+        self.exclude = frozenset(exclude)
         self._compound_entries: dict[tuple[str, bool, str], ComputedStructureEntry | None] = {}
 
-    def _total_entries(self, elements: frozenset[str], mlip: MLIP) -> list[Any]:
-        from core.scoring.references.matbench import load_matbench_dielectric
+    def compound_rows(self, elements: frozenset[str]) -> list[str]:
+        from core.scoring.references.bundled import load_bundled_compounds
 
-        table = load_matbench_dielectric()
+        return [row for row in load_bundled_compounds().rows_within(elements) if row not in self.exclude]
+
+    def _total_entries(self, elements: frozenset[str], mlip: MLIP) -> list[Any]:
+        from core.scoring.references.bundled import load_bundled_compounds
+
+        table = load_bundled_compounds()
         store = reference_energies(mlip)
         corrected = bool(mlip.mp_compatible)
-        rows = table.rows_within(elements)
-        energies = store.compound_energies(rows, table.structure)
+        rows = self.compound_rows(elements)
+        energies = store.compound_energies(rows, table.structure, relaxed=self.relaxed)
         entries: list[Any] = []
         for row in rows:
             key = (mlip_key(mlip), corrected, row)
@@ -378,7 +397,7 @@ class BundledReference(HullReference):
                 if not isinstance(energy, str):
                     try:
                         entry = mlip_entry(table.structure(row), energy, corrected=corrected,
-                                           entry_id=f"matbench_dielectric-{row}")
+                                           entry_id=f"bundled-{row}")
                     except ScoringError:
                         entry = None
                 self._compound_entries[key] = entry
@@ -484,10 +503,10 @@ def elemental_entries(elements: frozenset[str], mlip: MLIP) -> list[ComputedEntr
 
 def mlip_elemental_potentials(elements: frozenset[str], mlip: MLIP) -> dict[str, float]:
     """The MLIP's elemental chemical potentials (eV/atom): lowest of its relaxed elemental phases and
-    the elemental matbench_dielectric structures."""
-    from core.scoring.references.matbench import load_matbench_dielectric
+    the elemental structures of the bundled compound set (static)."""
+    from core.scoring.references.bundled import load_bundled_compounds
 
-    table = load_matbench_dielectric()
+    table = load_bundled_compounds()
     unary_rows = [row for row in table.rows_within(elements) if len(table.element_sets[row]) == 1]
     energies = reference_energies(mlip).compound_energies(unary_rows, table.structure)
     entries: list[Any] = list(elemental_entries(elements, mlip))
@@ -499,11 +518,14 @@ def mlip_elemental_potentials(elements: frozenset[str], mlip: MLIP) -> dict[str,
 
 # ---------------------------------------------------------------- entry point
 
-_REFERENCES: dict[tuple[str, str], HullReference] = {}
+_REFERENCES: dict[tuple[str, str, bool], HullReference] = {}
 
 
-def load_hull_reference(kind: str | Path = "bundled", mlip: MLIP | None = None) -> HullReference:
+def load_hull_reference(kind: str | Path = "bundled", mlip: MLIP | None = None, relaxed: bool = False) -> HullReference:
     """The reference set ``kind``: "bundled", "mp-api" or a path to an entries file (cached per MLIP).
+
+    ``relaxed`` (bundled only): compounds relaxed like candidates, the reference for relaxed candidates
+    (``score(relax=True)`` asks for it), so both sides stand on the same footing.
 
     Raises:
         MissingResourceError: an entries file or the MP API key is missing.
@@ -515,10 +537,11 @@ def load_hull_reference(kind: str | Path = "bundled", mlip: MLIP | None = None) 
             f"hull reference {text!r} is neither {' nor '.join(repr(k) for k in HULL_KINDS)} nor an existing "
             "entries file (e.g. ../shared/data/hulls/Na-Fe-P-O.json.gz)"
         )
-    key = (text if text in HULL_KINDS else str(Path(text).expanduser().resolve()), mlip_key(mlip) if mlip else "")
+    relaxed = bool(relaxed) and text == "bundled"
+    key = (text if text in HULL_KINDS else str(Path(text).expanduser().resolve()), mlip_key(mlip) if mlip else "", relaxed)
     if key not in _REFERENCES:
         if text == "bundled":
-            _REFERENCES[key] = BundledReference(mlip)
+            _REFERENCES[key] = BundledReference(mlip, relaxed=relaxed)
         elif text == "mp-api":
             _REFERENCES[key] = MPAPIReference(mlip)
         else:

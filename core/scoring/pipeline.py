@@ -7,14 +7,16 @@ can fill a table live. Per chunk of ``batch_size`` structures the pipeline
    computes its formula, space group (``core.symmetry``, symprec 0.1 Å), structure and composition
    validity;
 2. computes MLIP energies in one batched call;
-3. optionally relaxes each structure (ASE FIRE + FrechetCellFilter, fmax 0.1 eV/Å, ≤ 500 steps) and
-   records whether the relaxed structure still matches the generated one and the RMS displacement;
+3. optionally relaxes the chunk's structures together (``relax_many``: ASE's FIRE + FrechetCellFilter per
+   structure, one batched model call per step, fmax 0.1 eV/Å, ≤ 500 steps) and records whether the
+   relaxed structure still matches the generated one and the RMS displacement;
 4. places every energy on the reference convex hull (grouped by chemical system);
 5. predicts band gap and ε_elec in batched calls and forms FoM = ε_elec × E_g;
 6. marks uniqueness (vs earlier structures of this call) and novelty (vs ``training_set``).
 
-A structure that fails a step keeps an ``error`` message in its row and the others go on. With
-``relax=True`` rows finish one at a time (relaxation dominates), otherwise per chunk. Steps 1-5 may run
+A structure that fails a step keeps an ``error`` message in its row and the others go on. Rows finish
+per chunk. With ``relax=True`` a named hull ("bundled") is the relaxed reference (compounds relaxed the
+same way). Steps 1-5 may run
 in worker processes (``workers``, see ``core.scoring.workers``); step 6 always runs here, in input order.
 
 Columns (``COLUMNS``): ``formula`` (reduced), ``spacegroup`` (number), ``nsites``, ``energy_ev`` (total, eV;
@@ -185,7 +187,8 @@ class _Scorer:
         if hull is None or (isinstance(hull, str) and hull.lower() == "none"):
             self.hull: HullReference | None = None
         else:
-            self.hull = hull if isinstance(hull, HullReference) else load_hull_reference(hull, self.mlip)
+            # relaxed candidates meet references relaxed the same way (same MLIP, FIRE + FrechetCellFilter)
+            self.hull = hull if isinstance(hull, HullReference) else load_hull_reference(hull, self.mlip, relaxed=relax)
         self.gap_model, self.eps_model = load_property_models(device) if properties else (None, None)
         self.novelty = None
         if training_set is not None:
@@ -271,17 +274,14 @@ class _Scorer:
         for row, result in self._batched(rows, "energy", self._energies):
             row.values["energy_ev"] = float(result.energy_ev)
             row.values["energy_per_atom"] = float(result.energy_per_atom)
-        # 2. relaxation
+        # 2. relaxation: all live structures of the chunk together (batched FIRE, one model call per step)
         if self.relax:
-            from core.scoring.relax import relax
+            from core.scoring.relax import relax_many
 
-            for row in rows:
-                if not row.alive:
-                    continue
-                try:
-                    result = relax(row.structure, self.mlip)
-                except Exception as exc:  # noqa: BLE001
-                    row.fail("relax", exc)
+            alive = [row for row in rows if row.alive]
+            for row, result in zip(alive, relax_many([row.structure for row in alive], self.mlip) if alive else []):
+                if isinstance(result, BaseException):
+                    row.fail("relax", result)
                     continue
                 matched, rmsd = relaxation_match(row.structure, result.structure)
                 row.values.update(relaxed=True, relax_steps=int(result.steps), relax_converged=bool(result.converged),
@@ -329,7 +329,7 @@ def score_iter(structures: Sequence[Structure], *, mlip: str | MLIP = DEFAULT_ML
     structures = list(structures)
     total = len(structures)
     scorer = _Scorer(mlip, relax, hull, properties, device, training_set)
-    size = 1 if relax else max(1, int(batch_size))
+    size = max(1, int(batch_size))
     workers = useful_workers(total, size, workers) if pick_torch_device(device) == "cpu" else 1  # one process per GPU
     chunks = spans(total, size, workers)
     with (ChunkRunner(scorer.measure_packed, workers, len(chunks), keep=scorer.loaded()) as runner,

@@ -251,6 +251,19 @@ def relax_many(structures: Sequence[Structure], mlip, fmax: float = DEFAULT_FMAX
     return [s.error if s.error is not None else s.result() for s in states]
 
 
+def _with_forces(mlip) -> Callable[[list[Structure]], list]:
+    """``mlip.predict`` asked for forces and stress where it takes the ``forces`` switch (all backends do;
+    simple doubles may always return them)."""
+    import functools
+    import inspect
+
+    try:
+        takes = "forces" in inspect.signature(mlip.predict).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return functools.partial(mlip.predict, forces=True) if takes else mlip.predict
+
+
 def _evaluate(states: list[_FireState], mlip, fmax: float, steps: int, label: str) -> None:
     """Energies, forces and stresses of ``states`` in one batched call; then each one's generalised forces
     and convergence test (ASE: converged when max row norm < fmax; stop at ``steps``)."""
@@ -261,7 +274,7 @@ def _evaluate(states: list[_FireState], mlip, fmax: float, steps: int, label: st
         for state, f_def in zip(cells, expm(np.array([s.u for s in cells]))):
             state.f_def = f_def
     try:
-        results = list(mlip.predict([s.current() for s in states], forces=True))
+        results = list(_with_forces(mlip)([s.current() for s in states]))
     except Exception as exc:  # noqa: BLE001 - predict isolates failures itself; this is a last resort
         results = [exc] * len(states)
     good = []
