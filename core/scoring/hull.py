@@ -22,6 +22,10 @@ Reference sets (``load_hull_reference(kind, mlip)``):
 an entries file
     Kind A: MP ``ComputedStructureEntry`` JSON (total DFT energies with MP2020 corrections);
     Kind B: slim formation-energy entries (Alexandria ternaries). See ``references.entries_file``.
+``"bundled+complete"``
+    the bundled reference completed on demand (``core.scoring.completion``): where an expected element
+    pair has no reference compound, substituted binaries relaxed with the same MLIP join the hull
+    (≤ 40 relaxations per system, cached per MLIP and pair; coverage ``"completed"``).
 ``"mp-api"``
     ``MPRester.get_entries_in_chemsys`` (GGA/GGA+U), needs ``MP_API_KEY``.
 
@@ -72,7 +76,7 @@ if TYPE_CHECKING:
 
 BUNDLED_SET = "mb+mp1"   # matbench_dielectric + the Kind A MP files (references.bundled); names the compound set
 BUNDLED_VERSION = f"bundled-{BUNDLED_SET}-{COMPOUND_RECIPE}.{ELEMENT_RECIPE}"   # and the recipes (references.store)
-HULL_KINDS = ("bundled", "mp-api")  # besides a path to an entries file
+HULL_KINDS = ("bundled", "bundled+complete", "mp-api")  # besides a path to an entries file
 _PD_CACHE_SIZE = 512
 
 
@@ -407,6 +411,51 @@ class BundledReference(HullReference):
         return entries
 
 
+class CompletedBundledReference(BundledReference):
+    """The bundled reference, completed on demand (``core.scoring.completion``): in a system with expected
+    element pairs no reference compound holds, substituted binaries relaxed with the MLIP join the hull
+    (≤ ``max_relaxations`` per system, cached per MLIP and pair). ``reports`` maps each completed system
+    ("F-Lu-..." sorted) to its ``CompletionReport``; ``progress`` (a callable taking a line of text) hears
+    what is being relaxed."""
+
+    def __init__(self, mlip: MLIP | None = None, relaxed: bool = False, exclude: frozenset[str] = frozenset(),
+                 max_relaxations: int | None = None, progress: Any = None) -> None:
+        from core.scoring.completion import COMPLETION_RECIPE, MAX_RELAXATIONS
+
+        super().__init__(mlip, relaxed=relaxed, exclude=exclude)
+        self.name = self.name.replace("bundled-", f"bundled+complete-{COMPLETION_RECIPE}-", 1)
+        self.description += "; systems missing expected binaries are completed by relaxed prototype substitution"
+        self.max_relaxations = MAX_RELAXATIONS if max_relaxations is None else int(max_relaxations)
+        self.progress = progress
+        self.reports: dict[str, Any] = {}
+
+    def _total_entries(self, elements: frozenset[str], mlip: MLIP) -> list[Any]:
+        from core.scoring.completion import PREFIX, complete_system
+
+        entries = super()._total_entries(elements, mlip)
+        gap = classify(elements, [{el.symbol for el in e.composition.elements} for e in entries if _is_compound(e)])
+        if gap.kind == "full" or not gap.missing_pairs:
+            return entries
+        report = complete_system(elements, gap.missing_pairs, mlip, self.max_relaxations, self.progress)
+        self.reports[report.system] = report
+        corrected = bool(mlip.mp_compatible)
+        for index, phase in enumerate(report.added):
+            try:
+                entries.append(mlip_entry(Structure.from_dict(phase["structure"]), phase["energy_ev"], corrected=corrected,
+                                          entry_id=f"{PREFIX}{phase['formula']}-{phase['template']}-{index}"))
+            except ScoringError:
+                continue
+        return entries
+
+    def coverage(self, elements: frozenset[str], diagram: PhaseDiagram) -> Coverage:
+        from core.scoring.completion import PREFIX, completed_coverage
+
+        compounds = [e for e in diagram.all_entries if _is_compound(e)]
+        sets = [{el.symbol for el in e.composition.elements} for e in compounds]
+        base = [s for s, e in zip(sets, compounds) if not str(getattr(e, "entry_id", "") or "").startswith(PREFIX)]
+        return completed_coverage(elements, base, sets)
+
+
 def on_mp2020_scale(mlip: MLIP) -> bool:
     """Whether the MLIP's energies, after ``mlip_entry``, are on MP's MP2020-corrected scale: raw MP
     energies that get the corrections (``mp_compatible``) or energies trained on already-corrected
@@ -537,11 +586,13 @@ def load_hull_reference(kind: str | Path = "bundled", mlip: MLIP | None = None, 
             f"hull reference {text!r} is neither {' nor '.join(repr(k) for k in HULL_KINDS)} nor an existing "
             "entries file (e.g. ../shared/data/hulls/Na-Fe-P-O.json.gz)"
         )
-    relaxed = bool(relaxed) and text == "bundled"
+    relaxed = bool(relaxed) and text.startswith("bundled")
     key = (text if text in HULL_KINDS else str(Path(text).expanduser().resolve()), mlip_key(mlip) if mlip else "", relaxed)
     if key not in _REFERENCES:
         if text == "bundled":
             _REFERENCES[key] = BundledReference(mlip, relaxed=relaxed)
+        elif text == "bundled+complete":
+            _REFERENCES[key] = CompletedBundledReference(mlip, relaxed=relaxed)
         elif text == "mp-api":
             _REFERENCES[key] = MPAPIReference(mlip)
         else:

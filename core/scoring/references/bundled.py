@@ -14,7 +14,7 @@ import gzip
 import json
 from pathlib import Path
 
-from pymatgen.core import Structure
+from pymatgen.core import Composition, Structure
 
 from core.scoring.references.matbench import MatbenchDielectric, load_matbench_dielectric
 
@@ -61,6 +61,16 @@ class BundledCompounds:
         """Rows whose elements all lie in ``elements``."""
         allowed = frozenset(elements)
         return [row for row in self.rows if self.element_sets[row] <= allowed]
+
+    def composition(self, row: str) -> Composition:
+        """The cell's composition without building the structure."""
+        if not row.startswith(MP_PREFIX):
+            return Composition(str(self.matbench.column("formula")[row]))
+        counts: dict[str, float] = {}
+        for site in self._mp[row]["sites"]:
+            for sp in site["species"]:
+                counts[sp["element"]] = counts.get(sp["element"], 0.0) + float(sp.get("occu", 1.0))
+        return Composition(counts)
 
     def structure(self, row: str) -> Structure:
         if not row.startswith(MP_PREFIX):
