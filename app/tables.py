@@ -40,7 +40,12 @@ COLUMNS: dict[str, Column] = {
     "e_above_hull_n": Column("Committee members", "%d", "MLIPs of the committee that could score the structure"),
     "hull_reference": Column("Hull reference", help="phases the convex hull was built from"),
     "hull_elements_only": Column("Elements-only hull", help="the reference holds only elemental phases in this chemical system (E_hull = E_form)"),
-    "band_gap_ev": Column("E_g (eV)", "%.2f", "band gap predicted by MEGNet (PBE fidelity)"),
+    "hull_coverage": Column("Hull coverage", help="full, partial, elements-only or completed: outside full/completed "
+                                                  "competing phases are missing and E_hull is a lower bound"),
+    "band_gap_ev": Column("E_g (eV)", "%.2f", "band gap predicted by MEGNet (PBE fidelity), clipped at 0"),
+    "band_gap_raw_ev": Column("E_g raw (eV)", "%.2f", "the band-gap model's raw output (may be slightly negative)"),
+    "flags": Column("Flags", help="sanity flags (core.scoring.sanity): error, invalid, unphysical, below_hull, "
+                                  "hull_lower_bound, gap_clipped"),
     "eps_elec": Column("ε_elec", "%.2f", "electronic dielectric constant (dimensionless)"),
     "eps_elec_mean": Column("ε_elec ensemble mean", "%.2f", "the dielectric model's prediction, the mean of its ensemble (dimensionless)"),
     "eps_elec_n": Column("ε_elec members", "%d", "ensemble members behind ε_elec ± σ"),

@@ -155,8 +155,10 @@ def test_summarize_rates():
     })
     s = summarize(df)
     assert s["n_structures"] == 4
-    assert s["stability_rate"] == pytest.approx(2 / 4)      # failed row counts as not stable
-    assert s["sun_rate"] == pytest.approx(1 / 4)            # only row 0 is stable, unique and novel
+    # judged rows: 0 and 2 (row 1 has an invalid composition, row 3 failed): neither counts as stable
+    assert s["n_judged"] == 2 and s["unjudged_share"] == pytest.approx(2 / 4)
+    assert s["stability_rate"] == pytest.approx(1 / 2)
+    assert s["sun_rate"] == pytest.approx(1 / 2)            # only row 0 is stable, unique and novel
     assert s["uniqueness"] == pytest.approx(2 / 3)
     assert s["novelty"] == pytest.approx(2 / 3)
     assert s["struct_validity"] == pytest.approx(3 / 4) and s["comp_validity"] == pytest.approx(3 / 4)
@@ -166,6 +168,19 @@ def test_summarize_rates():
     assert s["mean_fom_ev"] == pytest.approx(6.0)
     no_training = summarize(df.assign(novel=[None] * 4))
     assert math.isnan(no_training["novelty"]) and math.isnan(no_training["sun_rate"])
+
+
+def test_summarize_does_not_count_rows_the_hull_cannot_judge():
+    """A model that moves to systems where the hull is blind (elements-only, partial) or to MLIP artefacts far
+    below the hull gains no stable count: those rows are unjudged, and their share is reported."""
+    df = pd.DataFrame({
+        "e_above_hull": [0.0, -2.1, -0.5, 0.05, 0.3],
+        "hull_coverage": ["full", "partial", "full", "elements-only", "completed"],
+        "struct_valid": [True] * 5, "comp_valid": [True] * 5, "error": [None] * 5,
+    })
+    s = summarize(df)
+    assert s["n_judged"] == 2 and s["unjudged_share"] == pytest.approx(3 / 5)   # rows 0 and 4
+    assert s["stability_rate"] == pytest.approx(1 / 2)
 
 
 def test_training_sources_name_every_training_structure_by_its_own_formula():

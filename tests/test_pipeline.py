@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # elemental energies (eV/atom): any numbers work, these are MP's PBE values for realism
 MU = {"Na": -1.31, "Cl": -1.84, "K": -1.11, "Br": -1.63, "Li": -1.91, "F": -1.91, "Mg": -1.60, "O": -4.95,
-      "Cs": -0.90, "Ca": -2.01}
+      "Cs": -0.90, "Ca": -2.01, "Lu": -4.52}
 
 
 def missing(value) -> bool:
@@ -144,10 +144,12 @@ def test_relaxation_columns(fakes, monkeypatch):
     import core.scoring.relax as relax_module
 
     monkeypatch.setattr(relax_module, "relax", fake_relax)
-    df = score([rocksalt(), rocksalt(5.0, ("Mg", "O"))], mlip=fakes, relax=True, hull=None, properties=False)
+    df = score([rocksalt(), rocksalt(5.0, ("Mg", "O"))], mlip=fakes, relax=True, hull="bundled", properties=False)
     assert list(df["relaxed"]) == [True, True] and list(df["relax_steps"]) == [0, 0]
     assert all(df["relax_converged"]) and all(df["match_relaxed"])
     assert df["rmsd_relaxed"].max() == pytest.approx(0.0, abs=1e-6)
+    assert set(df["hull_reference"]) == {f"{hull.BUNDLED_VERSION}-relaxed-r1/fake"}
+    assert list(df["e_above_hull"]) == pytest.approx([0.0, 0.0], abs=1e-9)
 
 
 def test_bundled_hull_through_the_pipeline(fakes):
@@ -160,6 +162,35 @@ def test_bundled_hull_through_the_pipeline(fakes):
     assert list(df["e_form_per_atom"]) == pytest.approx([-0.02, 0.07, 0.2, 0.05], abs=1e-9)
     assert set(df["hull_reference"]) == {f"{hull.BUNDLED_VERSION}/fake"}
     assert list(df["hull_elements_only"]) == [False, False, False, True]   # matbench has no Na-K compound
+    # Na-K: no compound in the reference although Na2K exists (SMACT's natride is not needed: the MP-based
+    # knowledge is not asked for metal pairs) -> elements-only, E_hull a lower bound, never called stable
+    assert list(df["hull_coverage"]) == ["full", "full", "full", "elements-only"]
+    assert list(df["flags"]) == ["", "", "", "hull_lower_bound"]
+
+
+def test_partial_coverage_is_flagged_and_missing_pair_named(fakes):
+    """Cs2LiLuF6-like: the bundled hull has CsF and LiF but no Lu-F compound (LuF3 is charge neutral), so
+    coverage is partial and E_hull a lower bound."""
+    elpasolite = Structure.from_spacegroup("Fm-3m", Lattice.cubic(9.0), ["Cs", "Li", "Lu", "F"],
+                                           [[0.25, 0.25, 0.25], [0.5, 0.5, 0.5], [0, 0, 0], [0.23, 0, 0]])
+    reference = hull.load_hull_reference("bundled", fakes)
+    result = reference.e_above_hull(elpasolite, fakes.energy(elpasolite) - 2.0 * len(elpasolite))
+    assert result.coverage == "partial" and "F-Lu" in result.missing_pairs and result.lower_bound
+    df = score([elpasolite], mlip=fakes, hull=reference, properties=False)
+    assert df.loc[0, "hull_coverage"] == "partial" and "hull_lower_bound" in df.loc[0, "flags"].split(";")
+
+
+def test_disordered_input_is_a_row_error_and_negative_gap_is_clipped(fakes, monkeypatch):
+    """One disordered structure between valid ones fails only its row; a negative model gap is shown as 0
+    with the raw value kept and the row flagged gap_clipped."""
+    disordered = Structure(Lattice.cubic(5.6), [{"Na": 0.5, "K": 0.5}, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    models = (FakePropertyModel(lambda s: -0.05 if "Li" in s.composition else 4.0), FakePropertyModel(eps_of))
+    monkeypatch.setattr(pipeline, "load_property_models", lambda device=None: models)
+    df = score([rocksalt(), disordered, rocksalt(4.03, ("Li", "F"))], mlip=fakes, hull=None)
+    assert "disordered" in df.loc[1, "error"] and "error" in df.loc[1, "flags"].split(";")
+    assert df.loc[0, "error"] is None and df.loc[0, "band_gap_ev"] == pytest.approx(4.0) and df.loc[0, "flags"] == ""
+    assert df.loc[2, "band_gap_ev"] == 0.0 and df.loc[2, "band_gap_raw_ev"] == pytest.approx(-0.05)
+    assert df.loc[2, "fom_ev"] == 0.0 and df.loc[2, "flags"] == "gap_clipped"
 
 
 # ---------------------------------------------------------------- real default models (end to end)

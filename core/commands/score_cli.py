@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from core.export import read_files
     from core.scoring.metrics import summarize
     from core.scoring.pipeline import score
+    from core.scoring.sanity import flag_notes
 
     if args.out is not None and not str(args.out).lower().endswith((".csv", ".json")):
         raise InvalidInputError(f"--out {args.out}: use a .csv or .json file name")
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(frame)
     shown = ", ".join(f"{k} {v:.3g}" for k, v in summary.items() if not (isinstance(v, float) and math.isnan(v)))
     print(f"summary ({total} structures): {shown}", file=sys.stderr)
+    for line in flag_notes(frame):
+        print(line, file=sys.stderr)
     return 0
 
 

@@ -12,13 +12,20 @@ reference hull.
 Reference sets (``load_hull_reference(kind, mlip)``):
 
 ``"bundled"`` (default, offline)
-    the 4,764 MP structures of matbench_dielectric shipped in crystal-toolkit plus relaxed elemental
-    phases (``core.scoring.references.elements``), all computed with the *same* MLIP (compounds:
-    static energy at the MP geometry; elements: relaxed), so the hull is self-consistent. Only the
-    phases of the query's chemical system are computed, once, and cached on disk.
+    the 4,764 MP structures of matbench_dielectric shipped in crystal-toolkit and the MP entries with
+    structures of ``shared/data/hulls`` (Li-Co-Ni-O, Na-Fe-P-O: ``references.bundled``) plus relaxed
+    elemental phases (``core.scoring.references.elements``), all computed with the *same* MLIP (compounds:
+    static energy at the MP geometry, or with ``relaxed=True`` relaxed exactly as candidates are; elements:
+    relaxed), so the hull is self-consistent. Only the phases of the query's chemical system are
+    computed, once, and cached on disk. Relaxed candidates (``score(relax=True)``) are placed on the
+    relaxed reference: same MLIP, same FIRE + FrechetCellFilter settings on both sides.
 an entries file
     Kind A: MP ``ComputedStructureEntry`` JSON (total DFT energies with MP2020 corrections);
     Kind B: slim formation-energy entries (Alexandria ternaries). See ``references.entries_file``.
+``"bundled+complete"``
+    the bundled reference completed on demand (``core.scoring.completion``): where an expected element
+    pair has no reference compound, substituted binaries relaxed with the same MLIP join the hull
+    (≤ 40 relaxations per system, cached per MLIP and pair; coverage ``"completed"``).
 ``"mp-api"``
     ``MPRester.get_entries_in_chemsys`` (GGA/GGA+U), needs ``MP_API_KEY``.
 
@@ -30,8 +37,16 @@ energies. Otherwise (Kind B, or a MatPES-scale MLIP against DFT entries) both si
 elemental entries) and the query's relative to the MLIP's bundled elemental phases. That cancels the
 MLIP's elemental offsets; what remains is the MLIP's formation-energy error.
 
-Every result names its reference and flags chemical systems in which the reference holds only
-elemental phases (``elements_only``): there E_hull equals the formation energy.
+Every result names its reference and says how completely it covers the chemical system
+(``coverage``, rule in ``core.scoring.coverage``): ``"full"`` when every element pair of the system that
+is expected to form a compound (a binary known offline in matbench_dielectric or on the DFT hulls of
+``shared/data/hulls``, or a charge-neutral SMACT binary when one element is a non-metal) is represented
+by at least one compound of the reference; ``"partial"`` when such a pair is missing
+(``missing_pairs``); ``"elements-only"`` when the reference holds only elemental phases there (E_hull
+then equals the formation energy, ``elements_only``); ``"completed"`` after hull completion filled the
+missing pairs. Missing competing phases make E_hull too low: outside ``full`` / ``completed`` E_hull is
+a **lower bound** (``HullResult.lower_bound``; ``core.scoring.sanity`` flags it ``hull_lower_bound``
+and never calls such a row stable).
 """
 from __future__ import annotations
 
@@ -52,14 +67,16 @@ from pymatgen.entries.compatibility import CompatibilityError, MaterialsProject2
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
 from core.errors import MissingResourceError, ScoringError
+from core.scoring.coverage import JUDGED_COVERAGE, Coverage, classify
 from core.scoring.references.entries_file import read_entries_file
-from core.scoring.references.store import COMPOUND_RECIPE, ELEMENT_RECIPE, ReferenceEnergies, mlip_key
+from core.scoring.references.store import COMPOUND_RECIPE, ELEMENT_RECIPE, RELAXED_RECIPE, ReferenceEnergies, mlip_key
 
 if TYPE_CHECKING:
     from core.scoring.mlip import MLIP
 
-BUNDLED_VERSION = f"bundled-{COMPOUND_RECIPE}.{ELEMENT_RECIPE}"   # names the recipes (references.store)
-HULL_KINDS = ("bundled", "mp-api")  # besides a path to an entries file
+BUNDLED_SET = "mb+mp1"   # matbench_dielectric + the Kind A MP files (references.bundled); names the compound set
+BUNDLED_VERSION = f"bundled-{BUNDLED_SET}-{COMPOUND_RECIPE}.{ELEMENT_RECIPE}"   # and the recipes (references.store)
+HULL_KINDS = ("bundled", "bundled+complete", "mp-api")  # besides a path to an entries file
 _PD_CACHE_SIZE = 512
 
 
@@ -73,6 +90,13 @@ class HullResult:
     elements_only: bool        # the reference holds only elemental phases in this chemical system
     decomposition: str         # hull phases at this composition, atom fractions: "0.6 Fe2O3 + 0.4 Na2O"
     correction_per_atom: float = 0.0  # eV/atom MP2020 correction applied to the query energy
+    coverage: str = "full"     # "full" | "partial" | "elements-only" | "completed" (core.scoring.coverage)
+    missing_pairs: tuple[str, ...] = ()  # element pairs expected to form compounds that the reference lacks
+
+    @property
+    def lower_bound(self) -> bool:
+        """E_hull is only a lower bound: the reference does not cover the system (missing competing phases)."""
+        return self.coverage not in JUDGED_COVERAGE
 
 
 # ---------------------------------------------------------------- MP2020 entries
@@ -274,6 +298,10 @@ class HullReference:
                 self._diagrams.popitem(last=False)
             return diagram
 
+    def coverage(self, elements: frozenset[str], diagram: PhaseDiagram) -> Coverage:
+        """How completely this reference's phases cover the system (``core.scoring.coverage.classify``)."""
+        return classify(elements, [{el.symbol for el in e.composition.elements} for e in diagram.all_entries if _is_compound(e)])
+
     def _query_entry(self, structure: Structure, energy_ev: float, mlip: MLIP) -> tuple[Any, float]:
         """The query as an entry on this reference's scale, and its correction (eV/atom)."""
         entry = mlip_entry(structure, energy_ev, corrected=bool(mlip.mp_compatible))
@@ -310,6 +338,7 @@ class HullReference:
                 for index in indices:
                     results[index] = exc if isinstance(exc, ScoringError) else ScoringError(f"hull reference: {exc}")
                 continue
+            coverage = self.coverage(elements, diagram)
             for index in indices:
                 try:
                     entry, correction = self._query_entry(structures[index], energies_ev[index], mlip)
@@ -319,6 +348,7 @@ class HullReference:
                         e_form_per_atom=float(diagram.get_form_energy_per_atom(entry)),
                         reference=self.name, elements_only=elements_only,
                         decomposition=_decomposition_text(decomposition), correction_per_atom=float(correction),
+                        coverage=coverage.kind, missing_pairs=coverage.missing_pairs,
                     )
                 except ScoringError as exc:
                     results[index] = exc
@@ -328,25 +358,40 @@ class HullReference:
 
 
 class BundledReference(HullReference):
-    """matbench_dielectric MP structures + relaxed elemental phases, all with the query's MLIP."""
+    """matbench_dielectric + MP hull-file structures and relaxed elemental phases, all with the query's MLIP.
 
-    def __init__(self, mlip: MLIP | None = None) -> None:
+    ``relaxed``: compounds relaxed like candidates (FIRE + FrechetCellFilter, ``references.store``'s
+    ``RELAXED_RECIPE``) instead of static at their DFT geometry: the reference for relaxed candidates.
+    ``exclude``: row names (``references.bundled``) left out, e.g. a system's compounds in a
+    leave-system-out test.
+    """
+
+    def __init__(self, mlip: MLIP | None = None, relaxed: bool = False, exclude: frozenset[str] = frozenset()) -> None:
+        version = f"{BUNDLED_VERSION}-relaxed-{RELAXED_RECIPE}" if relaxed else BUNDLED_VERSION
         super().__init__(
-            name=f"{BUNDLED_VERSION}/{mlip.name}" if mlip is not None else BUNDLED_VERSION,
-            description=("4,764 Materials Project structures of matbench_dielectric (crystal-toolkit) and relaxed "
-                         "elemental phases, energies from the same MLIP"),
+            name=f"{version}/{mlip.name}" if mlip is not None else version,
+            description=("Materials Project structures (matbench_dielectric from crystal-toolkit, and the MP hull files "
+                         "of shared/data/hulls) and relaxed elemental phases, energies from the same MLIP"
+                         + (", compounds relaxed like the candidates" if relaxed else ", compounds static at their MP geometry")),
             mlip=mlip,
         )
+        self.relaxed = relaxed
+        self.exclude = frozenset(exclude)
         self._compound_entries: dict[tuple[str, bool, str], ComputedStructureEntry | None] = {}
 
-    def _total_entries(self, elements: frozenset[str], mlip: MLIP) -> list[Any]:
-        from core.scoring.references.matbench import load_matbench_dielectric
+    def compound_rows(self, elements: frozenset[str]) -> list[str]:
+        from core.scoring.references.bundled import load_bundled_compounds
 
-        table = load_matbench_dielectric()
+        return [row for row in load_bundled_compounds().rows_within(elements) if row not in self.exclude]
+
+    def _total_entries(self, elements: frozenset[str], mlip: MLIP) -> list[Any]:
+        from core.scoring.references.bundled import load_bundled_compounds
+
+        table = load_bundled_compounds()
         store = reference_energies(mlip)
         corrected = bool(mlip.mp_compatible)
-        rows = table.rows_within(elements)
-        energies = store.compound_energies(rows, table.structure)
+        rows = self.compound_rows(elements)
+        energies = store.compound_energies(rows, table.structure, relaxed=self.relaxed)
         entries: list[Any] = []
         for row in rows:
             key = (mlip_key(mlip), corrected, row)
@@ -356,7 +401,7 @@ class BundledReference(HullReference):
                 if not isinstance(energy, str):
                     try:
                         entry = mlip_entry(table.structure(row), energy, corrected=corrected,
-                                           entry_id=f"matbench_dielectric-{row}")
+                                           entry_id=f"bundled-{row}")
                     except ScoringError:
                         entry = None
                 self._compound_entries[key] = entry
@@ -364,6 +409,51 @@ class BundledReference(HullReference):
                 entries.append(self._compound_entries[key])
         entries.extend(elemental_entries(elements, mlip))
         return entries
+
+
+class CompletedBundledReference(BundledReference):
+    """The bundled reference, completed on demand (``core.scoring.completion``): in a system with expected
+    element pairs no reference compound holds, substituted binaries relaxed with the MLIP join the hull
+    (≤ ``max_relaxations`` per system, cached per MLIP and pair). ``reports`` maps each completed system
+    ("F-Lu-..." sorted) to its ``CompletionReport``; ``progress`` (a callable taking a line of text) hears
+    what is being relaxed."""
+
+    def __init__(self, mlip: MLIP | None = None, relaxed: bool = False, exclude: frozenset[str] = frozenset(),
+                 max_relaxations: int | None = None, progress: Any = None) -> None:
+        from core.scoring.completion import COMPLETION_RECIPE, MAX_RELAXATIONS
+
+        super().__init__(mlip, relaxed=relaxed, exclude=exclude)
+        self.name = self.name.replace("bundled-", f"bundled+complete-{COMPLETION_RECIPE}-", 1)
+        self.description += "; systems missing expected binaries are completed by relaxed prototype substitution"
+        self.max_relaxations = MAX_RELAXATIONS if max_relaxations is None else int(max_relaxations)
+        self.progress = progress
+        self.reports: dict[str, Any] = {}
+
+    def _total_entries(self, elements: frozenset[str], mlip: MLIP) -> list[Any]:
+        from core.scoring.completion import PREFIX, complete_system
+
+        entries = super()._total_entries(elements, mlip)
+        gap = classify(elements, [{el.symbol for el in e.composition.elements} for e in entries if _is_compound(e)])
+        if gap.kind == "full" or not gap.missing_pairs:
+            return entries
+        report = complete_system(elements, gap.missing_pairs, mlip, self.max_relaxations, self.progress)
+        self.reports[report.system] = report
+        corrected = bool(mlip.mp_compatible)
+        for index, phase in enumerate(report.added):
+            try:
+                entries.append(mlip_entry(Structure.from_dict(phase["structure"]), phase["energy_ev"], corrected=corrected,
+                                          entry_id=f"{PREFIX}{phase['formula']}-{phase['template']}-{index}"))
+            except ScoringError:
+                continue
+        return entries
+
+    def coverage(self, elements: frozenset[str], diagram: PhaseDiagram) -> Coverage:
+        from core.scoring.completion import PREFIX, completed_coverage
+
+        compounds = [e for e in diagram.all_entries if _is_compound(e)]
+        sets = [{el.symbol for el in e.composition.elements} for e in compounds]
+        base = [s for s, e in zip(sets, compounds) if not str(getattr(e, "entry_id", "") or "").startswith(PREFIX)]
+        return completed_coverage(elements, base, sets)
 
 
 def on_mp2020_scale(mlip: MLIP) -> bool:
@@ -462,10 +552,10 @@ def elemental_entries(elements: frozenset[str], mlip: MLIP) -> list[ComputedEntr
 
 def mlip_elemental_potentials(elements: frozenset[str], mlip: MLIP) -> dict[str, float]:
     """The MLIP's elemental chemical potentials (eV/atom): lowest of its relaxed elemental phases and
-    the elemental matbench_dielectric structures."""
-    from core.scoring.references.matbench import load_matbench_dielectric
+    the elemental structures of the bundled compound set (static)."""
+    from core.scoring.references.bundled import load_bundled_compounds
 
-    table = load_matbench_dielectric()
+    table = load_bundled_compounds()
     unary_rows = [row for row in table.rows_within(elements) if len(table.element_sets[row]) == 1]
     energies = reference_energies(mlip).compound_energies(unary_rows, table.structure)
     entries: list[Any] = list(elemental_entries(elements, mlip))
@@ -477,11 +567,14 @@ def mlip_elemental_potentials(elements: frozenset[str], mlip: MLIP) -> dict[str,
 
 # ---------------------------------------------------------------- entry point
 
-_REFERENCES: dict[tuple[str, str], HullReference] = {}
+_REFERENCES: dict[tuple[str, str, bool], HullReference] = {}
 
 
-def load_hull_reference(kind: str | Path = "bundled", mlip: MLIP | None = None) -> HullReference:
+def load_hull_reference(kind: str | Path = "bundled", mlip: MLIP | None = None, relaxed: bool = False) -> HullReference:
     """The reference set ``kind``: "bundled", "mp-api" or a path to an entries file (cached per MLIP).
+
+    ``relaxed`` (bundled only): compounds relaxed like candidates, the reference for relaxed candidates
+    (``score(relax=True)`` asks for it), so both sides stand on the same footing.
 
     Raises:
         MissingResourceError: an entries file or the MP API key is missing.
@@ -493,10 +586,13 @@ def load_hull_reference(kind: str | Path = "bundled", mlip: MLIP | None = None) 
             f"hull reference {text!r} is neither {' nor '.join(repr(k) for k in HULL_KINDS)} nor an existing "
             "entries file (e.g. ../shared/data/hulls/Na-Fe-P-O.json.gz)"
         )
-    key = (text if text in HULL_KINDS else str(Path(text).expanduser().resolve()), mlip_key(mlip) if mlip else "")
+    relaxed = bool(relaxed) and text.startswith("bundled")
+    key = (text if text in HULL_KINDS else str(Path(text).expanduser().resolve()), mlip_key(mlip) if mlip else "", relaxed)
     if key not in _REFERENCES:
         if text == "bundled":
-            _REFERENCES[key] = BundledReference(mlip)
+            _REFERENCES[key] = BundledReference(mlip, relaxed=relaxed)
+        elif text == "bundled+complete":
+            _REFERENCES[key] = CompletedBundledReference(mlip, relaxed=relaxed)
         elif text == "mp-api":
             _REFERENCES[key] = MPAPIReference(mlip)
         else:

@@ -11,7 +11,8 @@
   Both use ``pymatgen StructureMatcher()`` with its default tolerances (ltol 0.2, stol 0.3,
   angle_tol 5°), as MatterGen does; candidates are bucketed by reduced formula first, so a training
   set of many thousand structures costs one dictionary lookup plus a few matches per structure.
-* **stability**: E_hull < 0.1 eV/atom. **S.U.N.**: stable, unique and novel.
+* **stability**: E_hull < 0.1 eV/atom on a hull that can judge the row (``core.scoring.sanity``); the
+  rate is over judged rows and the unjudged share is reported beside it. **S.U.N.**: stable, unique and novel.
 * **match rate / RMSD** between a generated structure and its relaxed version:
   ``StructureMatcher(stol=0.5, angle_tol=10, ltol=0.3).get_rms_dist``. The RMSD is pymatgen's
   normalised RMS displacement (divided by (V/N)^(1/3), dimensionless), the convention of CDVAE/DiffCSP.
@@ -239,23 +240,36 @@ def _mean(values: Any) -> float:
 def summarize(df: Any) -> dict[str, float]:
     """Rates of a scored table (``core.scoring.pipeline.score`` output) as fractions in [0, 1].
 
-    Denominator: all rows, so a row whose scoring failed counts as not stable; novelty and S.U.N.
-    are NaN when the table has no novelty column values (no training set given); match rate and
-    RMSD cover the relaxed rows only.
+    Stability is counted only over *judged* rows: those ``core.scoring.sanity.trusted`` keeps (no
+    error, valid structure and composition, not unphysical, not far below the hull, hull covering the
+    system) that have an E_hull. ``stability_rate`` = rows that ``sanity.may_call_stable`` / judged
+    rows, S.U.N. likewise; ``unjudged_share`` = rows that could not be judged / all rows, so a model
+    cannot raise its stability rate by going where the reference is blind. Novelty and S.U.N. are NaN
+    when the table has no novelty values (no training set given); match rate and RMSD cover the
+    relaxed rows only.
     """
+    import pandas as pd
+
+    from core.scoring.sanity import may_call_stable, trusted
+
     n = len(df)
     column = (lambda name: list(df[name]) if name in df else [None] * n)
     e_hull = column("e_above_hull")
-    stable = [is_stable(None if v is None else float(v)) for v in e_hull]
+    frame = df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
+    records = frame.to_dict("records")
+    has_hull = [math.isfinite(v) for v in pd.to_numeric(pd.Series(e_hull, dtype=object), errors="coerce").astype(float)]
+    judged = [bool(t) and h for t, h in zip(trusted(frame) if n else [], has_hull)]
+    stable = [j and may_call_stable(r) for j, r in zip(judged, records)]
     unique = column("unique")
     novel = column("novel")
     has_novelty = any(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in novel)
-    sun = [s and bool(u) and bool(nv) for s, u, nv in zip(stable, unique, novel)] if has_novelty else [None] * n
+    sun = [s and bool(u) and bool(nv) for s, u, nv in zip(stable, unique, novel)]
     relaxed = [bool(r) for r in column("relaxed")]
     matches = [m for m, r in zip(column("match_relaxed"), relaxed) if r]
     rmsd = [v for v, r in zip(column("rmsd_relaxed"), relaxed) if r]
     errors = column("error")
     valid = [bool(a) and bool(b) for a, b in zip(column("struct_valid"), column("comp_valid"))]
+    n_judged = sum(judged)
     return {
         "n_structures": float(n),
         "error_rate": _rate([e is not None and e == e for e in errors]) if n else math.nan,
@@ -264,8 +278,10 @@ def summarize(df: Any) -> dict[str, float]:
         "validity": _rate(valid),
         "uniqueness": _rate(unique),
         "novelty": _rate(novel) if has_novelty else math.nan,
-        "stability_rate": _rate(stable) if n else math.nan,
-        "sun_rate": _rate(sun) if has_novelty else math.nan,
+        "n_judged": float(n_judged),
+        "unjudged_share": 1.0 - n_judged / n if n else math.nan,
+        "stability_rate": sum(stable) / n_judged if n_judged else math.nan,
+        "sun_rate": sum(sun) / n_judged if has_novelty and n_judged else math.nan,
         "mean_e_above_hull": _mean(e_hull),
         "match_rate": _rate(matches),
         "mean_rmsd": _mean(rmsd),

@@ -17,6 +17,10 @@ Flags (codes, ``;``-joined in the ``flags`` column, ``""`` when none):
 
 Rows with any flag in ``HIDDEN_BY_DEFAULT`` are hidden from plots, Pareto fronts and "best" picks
 unless the user asks to see them, and are never called stable.
+
+Rewards (pure functions of a score table, for RL and ranking): ``ehull_reward_values`` (−max(E_hull, 0)
+on judged rows, −5 eV/atom otherwise) and ``fom_reward_values`` (FoM on judged rows with E_hull ≤
+0.1 eV/atom, fading to 0 by 0.2 eV/atom, 0 otherwise); ``judged`` says which rows count.
 """
 from __future__ import annotations
 
@@ -24,13 +28,14 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from core.scoring.coverage import JUDGED_COVERAGE  # noqa: F401 - part of this module's contract
 from core.scoring.metrics import STABILITY_THRESHOLD_EV
 
 BELOW_HULL_EV = 0.1            # eV/atom below the hull: more than DFT-vs-MLIP scatter explains
 UNPHYSICAL_E_HULL_EV = 5.0     # eV/atom above the hull: not a crystal any model should be trusted on
-JUDGED_COVERAGE = ("full", "completed")   # hull coverage classes on which E_hull is not a lower bound
 
 FLAG_TEXT = {
     "error": "not scored (see error)",
@@ -100,3 +105,75 @@ def may_call_stable(row: Mapping[str, Any], threshold: float = STABILITY_THRESHO
     if set(row_flags(row)) & HIDDEN_BY_DEFAULT:
         return False
     return _number(row.get("e_above_hull")) < threshold
+
+
+def flag_notes(table: pd.DataFrame) -> list[str]:
+    """One ``note:`` line per flag that occurs in ``table`` (count and words), for command-line output:
+    e.g. ``note: 3 of 10 rows: hull incomplete in this chemical system: E_hull is a lower bound``."""
+    flags = table["flags"] if "flags" in table else flag_column(table)
+    counts = {code: int(flags.fillna("").map(lambda f, c=code: c in f.split(";")).sum()) for code in FLAG_TEXT}
+    return [f"note: {count} of {len(table)} rows: {FLAG_TEXT[code]}" for code, count in counts.items() if count]
+
+
+# ---------------------------------------------------------------- rewards that cannot be gamed
+
+UNJUDGED_EHULL_PENALTY_EV = UNPHYSICAL_E_HULL_EV   # eV/atom: an unjudged row scores as the worst judged one
+FOM_FADE_EV = 0.1   # eV/atom above the stability threshold over which the FoM reward fades to 0
+
+
+def judged(table: pd.DataFrame) -> np.ndarray:
+    """Rows whose E_hull the reference can judge: a finite E_hull, hull coverage "full" or "completed"
+    (the ``hull_coverage`` column must be present: a table without it judges nothing) and no flag in
+    ``HIDDEN_BY_DEFAULT`` (no error, valid, not unphysical, not > 0.1 eV/atom below the hull)."""
+    if not len(table) or "hull_coverage" not in table or "e_above_hull" not in table:
+        return np.zeros(len(table), dtype=bool)
+    e_hull = pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float)
+    covered = table["hull_coverage"].isin(JUDGED_COVERAGE).to_numpy(bool)
+    return np.isfinite(e_hull) & covered & trusted(table).to_numpy(bool)
+
+
+def ehull_reward_values(table: pd.DataFrame) -> np.ndarray:
+    """RL reward per row (eV/atom, higher is better) from a score table with ``e_above_hull`` and
+    ``hull_coverage`` (``core.scoring.pipeline.score``; use ``hull="bundled+complete"`` to judge more rows).
+
+    * judged rows (``judged``): −max(E_hull, 0), so being below the hull earns no more than being on it
+      and an MLIP artefact is not a target; E_hull ≤ ``UNPHYSICAL_E_HULL_EV`` there, so the reward is in [−5, 0];
+    * every other row (not scored, invalid, unphysical, > 0.1 eV/atom below the hull, hull not covering its
+      system): −``UNJUDGED_EHULL_PENALTY_EV`` = −5 eV/atom, the worst a judged row can score, so going where
+      the reference is blind never pays.
+    """
+    ok = judged(table)
+    e_hull = pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float) if ok.any() else np.zeros(len(table))
+    return np.where(ok, -np.maximum(np.nan_to_num(e_hull), 0.0), -UNJUDGED_EHULL_PENALTY_EV)
+
+
+def fom_reward_values(table: pd.DataFrame, threshold: float = STABILITY_THRESHOLD_EV,
+                      fade: float = FOM_FADE_EV) -> np.ndarray:
+    """Stability-aware figure-of-merit reward per row (eV): FoM = ε_elec · E_g counted in full on judged
+    rows with E_hull ≤ ``threshold`` (eV/atom), fading linearly to 0 at ``threshold + fade``, and 0 — the
+    least any row can score, FoM being ≥ 0 — on rows that are not judged (``judged``) or have no FoM. So a
+    high FoM of an unstable, unphysical (E_hull 46 eV/atom) or unjudgeable structure earns nothing.
+
+    Needs ``fom_ev``, ``e_above_hull`` and ``hull_coverage`` (score with properties and a hull).
+    """
+    if not len(table) or "fom_ev" not in table:
+        return np.zeros(len(table))
+    ok = judged(table)
+    fom = np.maximum(np.nan_to_num(pd.to_numeric(table["fom_ev"], errors="coerce").to_numpy(float)), 0.0)
+    if not ok.any():
+        return np.zeros(len(table))
+    e_hull = np.nan_to_num(pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float), nan=np.inf)
+    gate = np.clip(1.0 - (e_hull - threshold) / fade, 0.0, 1.0)
+    return np.where(ok, fom * gate, 0.0)
+
+
+def reward_stats(table: pd.DataFrame) -> dict[str, float]:
+    """Per-batch statistics for an RL log: judged fraction, stable fraction (``may_call_stable`` over all
+    rows) and mean E_hull (eV/atom) of the judged rows."""
+    ok = judged(table)
+    n = len(table)
+    stable = [may_call_stable(row) for row in table.to_dict("records")] if n else []
+    e_hull = pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float) if ok.any() else np.array([])
+    return {"judged_fraction": float(ok.mean()) if n else math.nan,
+            "stable_fraction": float(np.mean(stable)) if n else math.nan,
+            "e_hull_mean": float(np.mean(e_hull[ok])) if ok.any() else math.nan}

@@ -3,6 +3,7 @@
 One JSON file per MLIP under ``core.settings.cache_dir()/hull/bundled/``, with one section per
 recipe version so a change of recipe recomputes only what it changes:
 ``{"compounds-<COMPOUND_RECIPE>": {row: {"energy_ev": E} | {"error": msg}},
+"compounds-relaxed-<RELAXED_RECIPE>": {row: {"energy_ev": E, "steps": n, "converged": bool} | {"error": msg}},
 "elements-<ELEMENT_RECIPE>": {symbol: [phase, ...]}}`` where each elemental phase is
 ``{"label", "energy_per_atom", "steps", "converged"}`` or ``{"label", "error"}``. Energies are raw
 MLIP energies (eV, eV/atom) without corrections, so one cache serves every correction scheme. Writes
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COMPOUND_RECIPE = "v1"  # static MLIP energy at the matbench_dielectric (MP-relaxed) geometry
+RELAXED_RECIPE = "r1"   # relaxed like a candidate: relax_many (FIRE + FrechetCellFilter), relax.DEFAULT_FMAX/STEPS
+RELAX_CHUNK = 16        # compounds relaxed together, then written: an interrupted precompute resumes there
 ELEMENT_RECIPE = "v3"   # references.elements candidates, relaxed; cells compressed into the MLIP's cutoff
 ELEMENT_FMAX = 0.05   # eV/Å, tighter than the query relaxation: references should sit at their minimum
 ELEMENT_STEPS = 300
@@ -104,7 +107,8 @@ class ReferenceEnergies:
         self.mlip = mlip
         root = cache_root or settings.cache_dir() / "hull" / "bundled"
         self.path = root / f"{mlip_key(mlip)}.json"
-        self.sections = {"compounds": f"compounds-{COMPOUND_RECIPE}", "elements": f"elements-{ELEMENT_RECIPE}"}
+        self.sections = {"compounds": f"compounds-{COMPOUND_RECIPE}", "elements": f"elements-{ELEMENT_RECIPE}",
+                         "relaxed": f"compounds-relaxed-{RELAXED_RECIPE}"}
         self._lock = threading.RLock()
         self._data: dict[str, dict[str, Any]] = self._read()
         for name, section in _shipped(mlip).items():      # computed here already, shipped with the project
@@ -134,23 +138,48 @@ class ReferenceEnergies:
         os.replace(tmp, self.path)
 
     # ---- compounds: static energies of reference structures ----
-    def compound_energies(self, rows: Iterable[str], structure_of: Callable[[str], Structure]) -> dict[str, float | str]:
-        """Total MLIP energy (eV) of each row's structure, or an error message; computes the missing ones."""
+    def compound_energies(self, rows: Iterable[str], structure_of: Callable[[str], Structure],
+                          relaxed: bool = False, progress: Callable[[int, int], None] | None = None) -> dict[str, float | str]:
+        """Total MLIP energy (eV) of each row's structure, or an error message; computes the missing ones.
+
+        ``relaxed``: the energy after relaxing the structure as candidates are relaxed (``relax_many``, FIRE +
+        FrechetCellFilter, ``relax.DEFAULT_FMAX`` eV/Å, ``relax.DEFAULT_STEPS`` steps), so that relaxed
+        candidates and references stand on the same footing; otherwise the static energy at the stored geometry.
+        Relaxed energies are written every ``RELAX_CHUNK`` compounds, so an interrupted run resumes.
+        """
         rows = list(rows)
+        kind = "relaxed" if relaxed else "compounds"
         with self._lock:
-            missing = [row for row in rows if row not in self._section("compounds")]
+            missing = [row for row in rows if row not in self._section(kind)]
             if missing:
-                log.info("computing %d reference energies with %s", len(missing), mlip_key(self.mlip))
-                for start in range(0, len(missing), PREDICT_CHUNK):
-                    chunk = missing[start:start + PREDICT_CHUNK]
-                    for row, result in zip(chunk, self._predict([structure_of(row) for row in chunk])):
-                        self._section("compounds")[row] = (
-                            {"error": _message(result)} if isinstance(result, BaseException)
-                            else {"energy_ev": float(result.energy_ev)}
-                        )
+                log.info("computing %d %s reference energies with %s", len(missing), kind, mlip_key(self.mlip))
+                chunk_size = RELAX_CHUNK if relaxed else PREDICT_CHUNK
+                for start in range(0, len(missing), chunk_size):
+                    chunk = missing[start:start + chunk_size]
+                    structures = [structure_of(row) for row in chunk]
+                    results = self._relax(structures) if relaxed else self._predict(structures)
+                    for row, result in zip(chunk, results):
+                        self._section(kind)[row] = self._stored(result, relaxed)
+                    if relaxed:
+                        self._write()
+                    if progress is not None:
+                        progress(min(start + chunk_size, len(missing)), len(missing))
                 self._write()
-            stored = self._section("compounds")
+            stored = self._section(kind)
             return {row: stored[row].get("energy_ev", stored[row].get("error", "unknown error")) for row in rows}
+
+    @staticmethod
+    def _stored(result: Any, relaxed: bool) -> dict[str, Any]:
+        if isinstance(result, BaseException):
+            return {"error": _message(result)}
+        if relaxed:
+            return {"energy_ev": float(result.energy_ev), "steps": int(result.steps), "converged": bool(result.converged)}
+        return {"energy_ev": float(result.energy_ev)}
+
+    def _relax(self, structures: list[Structure]) -> list[Any]:
+        from core.scoring.relax import relax_many
+
+        return relax_many(structures, self.mlip)
 
     def _predict(self, structures: list[Structure]) -> list[Any]:
         predict = energy_predictor(self.mlip)
@@ -176,33 +205,57 @@ class ReferenceEnergies:
             return list(self._section("elements")[symbol])
 
 
-def prepare(mlip: MLIP, progress: Callable[[str], None] = print) -> Path:
-    """Compute every bundled reference energy for ``mlip`` (all matbench_dielectric compounds, the elemental
-    phases of every element they contain) and write them where the project ships them (``shipped_path``),
-    so that the first E_hull of a new chemical system costs nothing. About 20 min on 2 CPU cores."""
-    from core.scoring.references.matbench import load_matbench_dielectric
+def prepare(mlip: MLIP, progress: Callable[[str], None] = print, relaxed: bool = False,
+            systems: Iterable[Iterable[str]] | None = None) -> Path:
+    """Compute bundled reference energies for ``mlip`` and write them where the project ships them
+    (``shipped_path``), so that the first E_hull of a new chemical system costs nothing.
 
-    table = load_matbench_dielectric()
+    Static energies of every compound (matbench_dielectric + the MP structures of ``shared/data/hulls``,
+    ``references.bundled``) and the elemental phases of every element they contain take about 20 min on 2
+    CPU cores. ``relaxed`` computes the relaxed energies instead (hours for all ~6,000 compounds on 2
+    cores); ``systems`` limits the work to the compounds of these chemical systems (and their subsystems).
+    Work already in the user's cache or the shipped file is not repeated, and relaxed energies are written
+    every ``RELAX_CHUNK`` compounds, so an interrupted run resumes where it stopped.
+    """
+    from core.scoring.references.bundled import load_bundled_compounds
+
+    table = load_bundled_compounds()
+    if systems is None:
+        rows = list(table.rows)
+    else:
+        wanted = [frozenset(system) for system in systems]
+        rows = [row for row in table.rows if any(table.element_sets[row] <= system for system in wanted)]
     store = ReferenceEnergies(mlip)
-    for start in range(0, len(table.rows), 500):
-        store.compound_energies(table.rows[start:start + 500], table.structure)
-        progress(f"compounds {min(start + 500, len(table.rows))}/{len(table.rows)}")
-    elements = sorted(set().union(*table.element_sets.values()))
+    kind = "relaxed" if relaxed else "compounds"
+    for start in range(0, len(rows), 500):
+        store.compound_energies(rows[start:start + 500], table.structure, relaxed=relaxed)
+        progress(f"{kind} {min(start + 500, len(rows))}/{len(rows)}")
+    elements = sorted(set().union(*(table.element_sets[row] for row in rows))) if rows else []
     for symbol in elements:
         store.element_phases(symbol)
     progress(f"elements {len(elements)}")
     out = shipped_path(mlip)
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = {"mlip": {"label": mlip.label},
-            **{store.sections[kind]: dict(sorted(store._section(kind).items())) for kind in ("compounds", "elements")}}
+    shipped = _shipped(mlip)
+    data = {"mlip": {"label": mlip.label}}
+    for name in sorted({*shipped, *(store.sections[k] for k in ("compounds", "elements", "relaxed"))}):
+        merged = {**shipped.get(name, {}), **store._data.get(name, {})}
+        if merged:
+            data[name] = dict(sorted(merged.items()))
     out.write_text(json.dumps(data, separators=(",", ":")) + "\n")
     return out
 
 
-if __name__ == "__main__":  # python -m core.scoring.references.store sevennet m3gnet
-    import sys
+if __name__ == "__main__":  # python -m core.scoring.references.store [--relaxed] [--systems Li-Co-Ni-O,...] m3gnet
+    import argparse
 
     from core.scoring.mlip import load_mlip
 
-    for name in sys.argv[1:]:
-        print("wrote", prepare(load_mlip(name)))
+    parser = argparse.ArgumentParser(description="precompute the bundled hull reference energies of MLIPs")
+    parser.add_argument("mlips", nargs="+")
+    parser.add_argument("--relaxed", action="store_true", help="relaxed compound energies (same footing as relaxed candidates)")
+    parser.add_argument("--systems", default=None, help="comma-separated chemical systems, e.g. Li-Co-Ni-O,Na-Fe-P-O")
+    args = parser.parse_args()
+    chosen = [s.split("-") for s in args.systems.split(",")] if args.systems else None
+    for name in args.mlips:
+        print("wrote", prepare(load_mlip(name), relaxed=args.relaxed, systems=chosen))
