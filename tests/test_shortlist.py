@@ -209,15 +209,15 @@ def test_survives_a_restart_in_a_new_process(db):
 # ------------------------------------------------------------------------------------------------ schema
 def test_migration_adds_a_column_and_keeps_entries(db, monkeypatch):
     i = S.Shortlist(db).add(rocksalt(), properties={"e_above_hull": 0.0})
-    assert S.Shortlist(db).schema_version() == 1
+    assert S.Shortlist(db).schema_version() == S.SCHEMA_VERSION
     later = S.MIGRATIONS + (("ALTER TABLE entries ADD COLUMN feasibility TEXT NOT NULL DEFAULT '{}'",),)
     monkeypatch.setattr(S, "MIGRATIONS", later)
     monkeypatch.setattr(S, "SCHEMA_VERSION", len(later))
     sl = S.Shortlist(db)
-    assert sl.schema_version() == 2
+    assert sl.schema_version() == S.SCHEMA_VERSION
     assert sl.get(i).properties == {"e_above_hull": 0.0}
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT feasibility FROM entries WHERE id = ?", (i,)).fetchone() == ("{}",)
     sl.add(cscl())                        # inserts still work with the new column's default
     S.Shortlist(db)                       # reopening does not migrate twice
-    assert sl.schema_version() == 2 and len(sl) == 2
+    assert sl.schema_version() == S.SCHEMA_VERSION and len(sl) == 2
