@@ -559,3 +559,131 @@ class Shortlist:
             return base
         flat = pd.json_normalize(props, sep=".")
         return pd.concat([base, flat.set_index(base.index)], axis=1)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Checking and salvaging a file (always on a copy: the original is never opened for writing)
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class SalvageReport:
+    """What ``salvage`` found: ids copied, ids that could not be read (known to exist, from an index, or
+    probed), and SQLite's findings on the source."""
+
+    source: Path
+    out: Path | None
+    recovered: list[int] = field(default_factory=list)
+    unreadable: list[int] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lost = f", {len(self.unreadable)} unreadable (ids {_ranges(self.unreadable)})" if self.unreadable else ""
+        state = f"damaged: {len(self.findings)} finding(s)" if self.findings else "integrity check ok"
+        if self.out is None:
+            return f"{len(self.recovered)} entries readable in {self.source}{lost} ({state})"
+        return f"{len(self.recovered)} entries recovered into {self.out} from {self.source}{lost} ({state})"
+
+
+def _ranges(ids: Sequence[int]) -> str:
+    """'1-3, 7' for [1, 2, 3, 7]."""
+    out: list[str] = []
+    for i in sorted(ids):
+        if out and i == int(out[-1].split("-")[-1]) + 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{i}"
+        else:
+            out.append(str(i))
+    return ", ".join(out)
+
+
+@contextmanager
+def _copy_of(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to a private copy of ``path`` (and its WAL file, whose commits count)."""
+    if not Path(path).is_file():
+        raise MissingResourceError(f"no shortlist at {path}")
+    with tempfile.TemporaryDirectory(prefix="shortlist-check-") as tmp:
+        copy = Path(tmp) / "copy.sqlite"
+        shutil.copyfile(path, copy)
+        wal = Path(f"{path}-wal")
+        if wal.is_file():
+            shutil.copyfile(wal, f"{copy}-wal")
+        con = sqlite3.connect(copy, isolation_level=None)
+        try:
+            con.row_factory = sqlite3.Row
+            yield con
+        finally:
+            con.close()
+
+
+def _try(con: sqlite3.Connection, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+    try:
+        return con.execute(sql, args).fetchall()
+    except sqlite3.DatabaseError:
+        return []
+
+
+def check_file(path: str | Path) -> list[str]:
+    """SQLite's integrity check of a shortlist file, run on a copy: ``[]`` when sound, else its findings."""
+    with _copy_of(Path(path)) as con:
+        try:
+            found = [r[0] for r in con.execute("PRAGMA integrity_check(20)")]
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+    return [] if found == ["ok"] else found
+
+
+def _candidate_ids(con: sqlite3.Connection) -> tuple[set[int], int]:
+    """(ids some index or the table still lists, the highest id worth probing)."""
+    known: set[int] = set()
+    for index, column in (("entries_formula", "formula"), ("entries_fingerprint", "fingerprint")):
+        known |= {r[0] for r in _try(con, f"SELECT id FROM entries INDEXED BY {index} WHERE {column} >= ''")}
+    known |= {r[0] for r in _try(con, "SELECT id FROM entries")}
+    seq = _try(con, "SELECT seq FROM sqlite_sequence WHERE name = 'entries'")
+    pages = _try(con, "PRAGMA page_count")
+    highest = max([*known, seq[0][0] if seq else 0, 0])
+    if not highest and pages:   # nothing says how far ids go: a page holds a few entries at most
+        highest = 64 * int(pages[0][0])
+    return known, highest
+
+
+def salvage(path: str | Path, out: str | Path | None) -> SalvageReport:
+    """Copy every readable entry of the shortlist ``path`` into a new shortlist ``out`` (ids kept).
+
+    Reads a private copy entry by entry (one id at a time, so a damaged page loses only the entries stored
+    on it). With ``out=None`` only counts. The source file is never written.
+
+    Raises:
+        InvalidInputError: ``out`` exists already (nothing is overwritten) or is the source.
+        MissingResourceError: no file at ``path``.
+    """
+    path = Path(path)
+    target = Path(out) if out is not None else None
+    if target is not None and (target.exists() or target.resolve() == path.resolve()):
+        raise InvalidInputError(f"{target} exists; salvage writes a new file only")
+    report = SalvageReport(path, target, findings=check_file(path))
+    rows: list[dict[str, Any]] = []
+    with _copy_of(path) as con:
+        known, highest = _candidate_ids(con)
+        for i in range(1, highest + 1):
+            try:
+                row = con.execute("SELECT * FROM entries WHERE id = ?", (i,)).fetchone()
+                if row is None:
+                    if i in known:
+                        report.unreadable.append(i)
+                    continue
+                record = dict(row)
+                Shortlist._entry(row)   # the stored JSON decodes into an entry
+            except Exception:  # noqa: BLE001 - a damaged page, or a row whose JSON did not survive
+                report.unreadable.append(i)
+                continue
+            rows.append(record)
+            report.recovered.append(i)
+    if target is not None:
+        fresh = Shortlist(target)
+        with fresh._write() as con:
+            for record in rows:
+                if not record.get("fingerprint"):
+                    record["fingerprint"] = None
+                columns = [c for c in record if c in _COLUMNS or c in ("properties", "structure", "fingerprint")]
+                con.execute(f"INSERT INTO entries ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                            tuple(record[c] for c in columns))
+            _backfill_fingerprints(con)
+    return report

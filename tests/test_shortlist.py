@@ -221,3 +221,73 @@ def test_migration_adds_a_column_and_keeps_entries(db, monkeypatch):
     sl.add(cscl())                        # inserts still work with the new column's default
     S.Shortlist(db)                       # reopening does not migrate twice
     assert sl.schema_version() == S.SCHEMA_VERSION and len(sl) == 2
+
+
+# ------------------------------------------------------------------------------------------------ damage
+def _damaged_copy(db, n=40):
+    """A real shortlist of ``n`` CsCl entries (notes carry a marker) with one table page overwritten by
+    noise; returns (ids, the ids stored on that page, the entries as stored before)."""
+    sl = S.Shortlist(db)
+    ids = [sl.add(Structure(Lattice.cubic(4 + 0.01 * k), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+                  allow_duplicate=True, notes=f"marker-{k:04d}-end", tags=["t; x", f"k{k}"]) for k in range(n)]
+    before = {e.id: e for e in sl.entries()}
+    with sqlite3.connect(db) as con:               # everything into the main file, as after a clean shutdown
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(db.read_bytes())
+    page_of = {i: data.find(f"marker-{k:04d}-end".encode()) // page_size for k, i in enumerate(ids)}
+    victim = page_of[ids[n // 2]]
+    lost = sorted(i for i, p in page_of.items() if p == victim)
+    assert 0 < len(lost) < n // 4                 # a leaf page holding a few entries, not the first page
+    data[victim * page_size:(victim + 1) * page_size] = np.random.default_rng(0).bytes(page_size)
+    db.write_bytes(bytes(data))
+    return ids, lost, before
+
+
+def test_a_damaged_page_is_reported_never_written_and_salvaged(db, tmp_path):
+    ids, lost, before = _damaged_copy(db)
+    digest = db.read_bytes()
+    with pytest.raises(S.DamagedShortlistError) as err:
+        S.Shortlist(db)
+    message = str(err.value)
+    assert str(db) in message and "--salvage" in message and "mv " in message
+    with pytest.raises(S.DamagedShortlistError):
+        S.Shortlist(db, read_only=True)
+    assert db.read_bytes() == digest                # opening wrote nothing into it
+    out = tmp_path / "recovered.sqlite"
+    report = S.salvage(db, out)
+    assert report.findings and sorted(report.unreadable) == lost
+    assert report.recovered == [i for i in ids if i not in lost]
+    back = S.Shortlist(out)
+    assert back.check() == [] and [e.id for e in back.entries()] == report.recovered
+    for entry in back.entries():
+        old = before[entry.id]
+        assert (entry.notes, entry.tags, entry.formula, entry.properties) == (old.notes, old.tags, old.formula,
+                                                                              old.properties)
+        assert StructureMatcher().fit(entry.structure, old.structure)
+    assert back.find_duplicate(before[ids[0]].structure) == ids[0]    # fingerprints came along
+    assert db.read_bytes() == digest
+    with pytest.raises(InvalidInputError, match="exists"):
+        S.salvage(db, out)                          # never overwrites
+
+
+def test_shortlist_command_checks_and_salvages(db, tmp_path):
+    ids, lost, _ = _damaged_copy(db, n=30)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "core", "shortlist", "--db", str(db), *a],
+                                    capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    check = run("--check")
+    assert check.returncode == 2 and check.stderr.count("error:") == 1 and "Traceback" not in check.stderr
+    assert f"{len(ids) - len(lost)} entries readable" in check.stdout
+    out = tmp_path / "r.sqlite"
+    done = run("--salvage", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "integrity check ok" not in done.stdout and f"{len(ids) - len(lost)} entries recovered" in done.stdout
+    assert len(S.Shortlist(out)) == len(ids) - len(lost) and S.check_file(out) == []
+
+
+def test_not_a_database_names_the_file(tmp_path):
+    path = tmp_path / "shortlist.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(S.DamagedShortlistError, match=str(path)):
+        S.Shortlist(path)
+    assert path.read_bytes() == b"this is not sqlite" * 100
