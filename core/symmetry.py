@@ -70,7 +70,7 @@ def space_group_number(structure: Structure, symprec: float = SYMPREC_A) -> int 
     """
     if not isinstance(structure, Structure):
         raise InvalidInputError(f"space group of a {type(structure).__name__}: expected a pymatgen Structure")
-    if structure_problem(structure, ordered=True, max_sites=None) is not None:
+    if structure_problem(structure, ordered=True) is not None:
         return None
     cell = Cell.of(structure)
     return _MEMO.get((cell.key, float(symprec)), lambda: _find(cell, symprec))
@@ -84,7 +84,7 @@ def analyzer(structure: Structure, symprec: float = SYMPREC_A, what: str = "symm
     """
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-    return SpacegroupAnalyzer(require_sane(structure, what, max_sites=None), symprec=symprec)
+    return SpacegroupAnalyzer(require_sane(structure, what), symprec=symprec)
 
 
 def _find(cell: Cell, symprec: float) -> int | None:
