@@ -145,9 +145,9 @@ def tokens_html(token_string: str) -> str:
 
 def symmetry_table(structure, symprec: float = 0.1) -> tuple[dict[str, str], pd.DataFrame]:
     """Space group facts and the symmetry-inequivalent sites (element, Wyckoff, x, y, z) at ``symprec`` Å."""
-    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+    from core.symmetry import analyzer
 
-    sga = SpacegroupAnalyzer(structure, symprec=symprec)
+    sga = analyzer(structure, symprec, "no symmetry for this structure")   # behind the sanity gate
     facts = {
         "Space group": f"{sga.get_space_group_number()} {sga.get_space_group_symbol()}",
         "Crystal system": sga.get_crystal_system(),

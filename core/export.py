@@ -34,6 +34,7 @@ from pymatgen.io.cif import CifParser, CifWriter
 from pymatgen.io.vasp import Poscar
 
 from core.errors import InvalidInputError
+from core.structure_check import require_sane, structure_problem
 
 #: Largest upload read (bytes); bigger files are refused with a message.
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -72,6 +73,9 @@ def check_structure(structure: Structure, max_sites: int = MAX_SITES) -> str | N
         return f"cell volume {abs(volume):.3g} Å^3 is not positive (degenerate lattice)"
     if not np.isfinite(structure.frac_coords).all():
         return "atomic coordinates are not finite"
+    problem = structure_problem(structure, max_sites=max_sites)   # the project's sanity gate (density, size)
+    if problem is not None:
+        return problem
     dummies = sorted({str(sp) for sp in structure.composition if isinstance(sp, DummySpecies)})
     if dummies:
         return f"unknown element symbol(s) {', '.join(dummies)}"
@@ -98,8 +102,7 @@ def _structure_of(item: Any) -> Structure | None:
 def cif(structure: Structure, symprec: float | None = CIF_SYMPREC) -> str:
     """CIF text. With ``symprec`` (Å) the symmetrised conventional cell with its space group is written,
     provided it reads back as the same crystal (pymatgen StructureMatcher); otherwise the cell in P1."""
-    if not isinstance(structure, Structure):
-        raise InvalidInputError(f"cif() needs a pymatgen Structure, got {type(structure).__name__}")
+    require_sane(structure, "cannot write a CIF")   # CifWriter's symmetry search runs spglib
     if symprec:
         try:
             text = str(CifWriter(structure, symprec=symprec))
@@ -177,17 +180,17 @@ def cif_zip(items: Iterable[Any], names: Sequence[str] | None = None,
 
 
 def _csv_cell(value: Any) -> Any:
-    if isinstance(value, (list, tuple, set)) and all(not isinstance(v, (dict, list)) for v in value):
-        return "; ".join(str(v) for v in value)
+    # JSON, not "a; b": a tag may itself hold "; ", and json.loads gives the list back
     if isinstance(value, (dict, list, tuple, set)):
-        return json.dumps(value, default=str)
+        return json.dumps(list(value) if isinstance(value, (tuple, set)) else value, default=str, ensure_ascii=False)
     return value
 
 
 def properties_csv(df: pd.DataFrame) -> bytes:
     """UTF-8 CSV of a property table (e.g. ``Shortlist.list()`` or scoring results), without the index.
 
-    Columns holding structures or other objects are dropped; lists (tags) become ``"a; b"``, dicts JSON.
+    Columns holding structures or other objects are dropped; lists (tags) and dicts become JSON in one
+    cell (``["a", "b; c"]``), so ``json.loads`` gives them back.
     """
     if not isinstance(df, pd.DataFrame):
         raise InvalidInputError(f"properties_csv() needs a pandas DataFrame, got {type(df).__name__}")

@@ -10,6 +10,10 @@ matbench_dielectric they agree on 98.9 % (moyo finds a different group for 50 bo
 Scoring asks for the space group of the same crystal several times (the table's column, a descriptor
 of the dielectric model, the feasibility check that the relaxed crystal kept its symmetry), so the
 answer is memoised by the cell's content (``core.cell_memo``).
+
+Every structure passes ``core.structure_check`` first: spglib and moyo must never see a non-finite or
+degenerate cell (a NaN coordinate crashes spglib with a segmentation fault). Code that needs pymatgen's
+``SpacegroupAnalyzer`` (refined, conventional, primitive cells) gets it from ``analyzer`` for that reason.
 """
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ import numpy as np
 from pymatgen.core import Structure
 
 from core.cell_memo import Cell, CellMemo
+from core.errors import InvalidInputError
+from core.structure_check import require_sane, structure_problem
 
 SYMPREC_A = 0.1   # Å, the tolerance generated crystals are judged at (CrystalFormer, MatterGen use 0.1)
 
@@ -56,13 +62,29 @@ def space_group_number(structure: Structure, symprec: float = SYMPREC_A) -> int 
     """International space-group number of ``structure`` at tolerance ``symprec`` (Å), found by moyo
     (spglib when moyo gives up).
 
-    Returns None for a cell without a volume or with non-finite numbers, and when neither finder can read
-    the cell (the cell is not an error).
+    Returns None for a cell ``core.structure_check`` refuses (non-finite numbers, no volume, absurd size
+    or density, disordered) and when neither finder can read the cell (the cell is not an error).
+
+    Raises:
+        InvalidInputError: ``structure`` is not a pymatgen Structure.
     """
-    cell = Cell.of(structure)
-    if not cell.finite:
+    if not isinstance(structure, Structure):
+        raise InvalidInputError(f"space group of a {type(structure).__name__}: expected a pymatgen Structure")
+    if structure_problem(structure, ordered=True) is not None:
         return None
+    cell = Cell.of(structure)
     return _MEMO.get((cell.key, float(symprec)), lambda: _find(cell, symprec))
+
+
+def analyzer(structure: Structure, symprec: float = SYMPREC_A, what: str = "symmetry analysis"):
+    """pymatgen's ``SpacegroupAnalyzer`` of a structure that passed the sanity gate.
+
+    Raises:
+        InvalidInputError: ``"<what>: <reason>"`` for a structure spglib must not see.
+    """
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    return SpacegroupAnalyzer(require_sane(structure, what), symprec=symprec)
 
 
 def _find(cell: Cell, symprec: float) -> int | None:

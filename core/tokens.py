@@ -13,7 +13,8 @@ and it has a human-readable string form, e.g. rock-salt-like LaH3:
 coordinates written as fractions; then a, b, c in Å and α, β, γ in degrees).
 
 Sites are ordered as the reference does: by Wyckoff letter (a first), then by x, y, z.
-Symmetry analysis: spglib through pymatgen (``symprec`` 0.01 Å) gives the refined conventional cell;
+Symmetry analysis: spglib through pymatgen (``core.symmetry.analyzer``, behind the sanity gate of
+``core.structure_check``; ``symprec`` 0.01 Å) gives the refined conventional cell;
 pyxtal assigns Wyckoff positions and representatives.
 """
 from __future__ import annotations
@@ -28,6 +29,8 @@ from pymatgen.core import Element, Lattice, Structure
 from core import lattice as lat
 from core import wyckoff
 from core.errors import InvalidInputError
+from core.structure_check import require_sane
+from core.symmetry import analyzer
 
 DEFAULT_N_MAX = 21
 
@@ -89,17 +92,12 @@ class CrystalTokens:
     def from_structure(cls, structure: Structure, symprec: float = 0.01) -> "CrystalTokens":
         """Symmetry-analyse ``structure`` and express it as Wyckoff sites of its space group.
 
-        Raises InvalidInputError for disordered structures or when the analysis fails.
+        Raises InvalidInputError for structures ``core.structure_check`` refuses (disordered, non-finite,
+        degenerate, absurd) or when the analysis fails.
         """
-        from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
         from pyxtal import pyxtal
 
-        if not isinstance(structure, Structure):
-            raise InvalidInputError(f"expected a pymatgen Structure, got {type(structure).__name__}")
-        if not structure.is_ordered:
-            raise InvalidInputError("disordered structures (partial occupancies) cannot be tokenised")
-        if not np.all(np.isfinite(structure.lattice.matrix)) or structure.volume <= 0:
-            raise InvalidInputError("structure has a degenerate or non-finite lattice")
+        require_sane(structure, "cannot tokenise this structure", ordered=True)
         # pyxtal has no data for Z >= 106: stand in distinct lighter elements absent from the crystal
         present = {el.Z for el in structure.composition.elements}
         spare = (z for z in range(1, 100) if z not in present)
@@ -110,7 +108,7 @@ class CrystalTokens:
             structure.replace_species(proxies)
         original = {v: k for k, v in proxies.items()}
         try:
-            refined = SpacegroupAnalyzer(structure, symprec=symprec).get_refined_structure()
+            refined = analyzer(structure, symprec, "cannot tokenise this structure").get_refined_structure()
             crystal = pyxtal()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -157,7 +155,10 @@ class CrystalTokens:
             coords.append(points)
         if not species:
             raise InvalidInputError("crystal has no sites")
-        return Structure(lattice, species, np.concatenate(coords))
+        frac = np.concatenate(coords)
+        if not np.isfinite(frac).all():   # the model's coordinates, before anything feeds them to spglib
+            raise InvalidInputError("crystal has non-finite atomic coordinates")
+        return Structure(lattice, species, frac)
 
     # ---- arrays for the model -----------------------------------------------------------------
     def to_arrays(self, n_max: int = DEFAULT_N_MAX) -> dict[str, np.ndarray]:

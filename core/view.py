@@ -34,11 +34,12 @@ from typing import Literal
 import numpy as np
 import py3Dmol
 from pymatgen.core import Element, Structure
-from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from scipy.spatial import cKDTree
 
 from core.errors import InvalidInputError
 from core.settings import REPO_ROOT
+from core.structure_check import require_sane
+from core.symmetry import analyzer
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +143,15 @@ def cell_setting(structure: Structure, cell: str = "conventional", symprec: floa
     """The structure in the requested setting: conventional standard, primitive standard, or as given.
 
     Falls back to the structure as given when the symmetry search fails (e.g. a badly distorted cell).
+    Raises InvalidInputError for a structure ``core.structure_check`` refuses.
     """
     if cell not in CELL_SETTINGS:
         raise InvalidInputError(f"cell must be one of {CELL_SETTINGS}, got {cell!r}")
     if cell == "as-is":
         return structure
+    require_sane(structure, "cannot show this structure")   # spglib never sees a broken cell
     try:
-        sga = SpacegroupAnalyzer(structure, symprec=symprec)
+        sga = analyzer(structure, symprec)
         if cell == "conventional":
             return sga.get_conventional_standard_structure()
         return sga.get_primitive_standard_structure()
@@ -335,10 +338,7 @@ def view(structure: Structure, *, style: Style = "ball-stick", supercell: int | 
     """
     if style not in STYLES:
         raise InvalidInputError(f"style must be one of {STYLES}, got {style!r}")
-    if not isinstance(structure, Structure) or len(structure) == 0:
-        raise InvalidInputError("nothing to show: expected a pymatgen Structure with at least one site")
-    if not (np.isfinite(structure.lattice.matrix).all() and np.isfinite(structure.frac_coords).all()):
-        raise InvalidInputError("cannot show a structure whose lattice or coordinates are not finite numbers")
+    require_sane(structure, "cannot show this structure")
     sc = _supercell(supercell)
     shown = cell_setting(structure, cell)
     colors = _element_colors(color_scheme)

@@ -3,6 +3,7 @@ import streamlit as st
 
 from app import detail, shortlisting, tables, widgets
 from app.navigation import link
+from app.shortlist_edits import Edits
 
 widgets.page_header("Shortlist", "Candidates you kept, stored on disk (they survive restarts and are shared by "
                                  "every browser session). Edit notes and tags in the table; check how far to trust "
@@ -19,27 +20,48 @@ if listing.empty:
     link("explore", "Go to Explore")
     st.stop()
 
-table = shortlisting.editable_frame(listing)
+edits = st.session_state.setdefault("shortlist-edits", Edits())   # unsaved edits and selection, by entry id
+table = edits.table(shortlisting.editable_frame(listing), listing)
 config = tables.column_config(table.columns)
 config["select"] = st.column_config.CheckboxColumn("Select", help="rows to export or remove")
 config["notes"] = st.column_config.TextColumn("Notes", width="large")
 config["tags"] = st.column_config.TextColumn("Tags", help="comma-separated")
-edited = st.data_editor(table, key="shortlist-editor", hide_index=True, width="stretch", column_config=config,
-                        disabled=[c for c in table.columns if c not in ("select", "notes", "tags")])
-chosen = [int(i) for i in edited.loc[edited["select"], "id"]]
+editor_key = edits.editor_key()
+st.data_editor(table, key=editor_key, hide_index=True, width="stretch", column_config=config,
+               disabled=[c for c in table.columns if c not in ("select", "notes", "tags")],
+               on_change=lambda: edits.capture(st.session_state[editor_key].get("edited_rows")))
+chosen = sorted(edits.selected)
 scope = chosen or [int(i) for i in listing["id"]]
 scope_text = f"{len(chosen)} selected" if chosen else f"all {len(scope)}"
 
+for entry_id, now in edits.conflicts().items():   # the list changed underneath an unsaved edit: say so
+    mine = edits.pending[entry_id]
+    if now is None:
+        st.warning(f"Entry #{entry_id} was removed in another session. Your unsaved notes: {mine['notes']!r}, "
+                   f"tags: {mine['tags']!r}.", icon=":material/warning:")
+        if st.button("Dismiss", key=f"shortlist-dismiss-{entry_id}"):
+            edits.discard(entry_id)
+            st.rerun()
+        continue
+    st.warning(f"Entry #{entry_id} was changed in another session while you edited it: stored now notes "
+               f"{now['notes']!r}, tags {now['tags']!r}; yours (unsaved) notes {mine['notes']!r}, tags "
+               f"{mine['tags']!r}.", icon=":material/warning:")
+    k1, k2 = st.columns(2)
+    if k1.button("Keep mine (overwrite on save)", key=f"shortlist-mine-{entry_id}"):
+        edits.keep_mine(entry_id)
+        st.rerun()
+    if k2.button("Take theirs (drop my edit)", key=f"shortlist-theirs-{entry_id}"):
+        edits.discard(entry_id)
+        st.rerun()
+
 c1, c2, c3, c4, c5 = st.columns([1.35, 1.25, 1.05, 0.85, 1.2])   # widths follow the labels
-changes = shortlisting.edits(table, edited)
-if c1.button(f"Save notes & tags ({len(changes)})", disabled=not changes, type="primary", key="shortlist-save"):
-    for entry_id, notes, tags in changes:
-        try:
-            store.update(entry_id, notes=notes, tags=tags)
-        except Exception as exc:  # noqa: BLE001 - e.g. removed in another session meanwhile
-            widgets.show_error(exc, f"entry #{entry_id}")
-    st.toast(f"Saved {len(changes)} change(s)")
-    st.rerun()
+if c1.button(f"Save notes & tags ({edits.count()})", disabled=not edits.count(), type="primary", key="shortlist-save"):
+    saved, problems = edits.save(store)
+    for problem in problems:
+        st.warning(problem, icon=":material/warning:")
+    if not problems:
+        st.toast(f"Saved {saved} change(s)")
+        st.rerun()
 if c2.button(f"Remove selected ({len(chosen)})", disabled=not chosen, key="shortlist-remove"):
     for entry_id in chosen:
         store.remove(entry_id)
@@ -47,10 +69,17 @@ if c2.button(f"Remove selected ({len(chosen)})", disabled=not chosen, key="short
 try:
     from core.export import cif_zip, properties_csv
 
-    c3.download_button(f"CIF zip ({scope_text})", cif_zip(store.entries(scope)), file_name="shortlist-cifs.zip",
+    # built when clicked (a callable), not on every rerun: 500 CIFs take seconds
+    c3.download_button(f"CIF zip ({scope_text})", lambda: cif_zip(store.entries(scope)), file_name="shortlist-cifs.zip",
                        mime="application/zip", key="shortlist-zip", icon=":material/download:")
-    c4.download_button(f"CSV ({scope_text})", properties_csv(listing[listing["id"].isin(scope)]),
-                       file_name="shortlist.csv", mime="text/csv", key="shortlist-csv", icon=":material/download:")
+
+    def scope_csv() -> bytes:
+        rows = store.list()
+        return properties_csv(rows[rows["id"].isin(scope)])
+
+    c4.download_button(f"CSV ({scope_text})", scope_csv,
+                       file_name="shortlist.csv", mime="text/csv", key="shortlist-csv", icon=":material/download:",
+                       help="one row per entry; tags as a JSON list")
     c5.download_button(f"DFT inputs ({scope_text})", lambda: shortlisting.dft_inputs_zip(store, scope),
                        file_name="shortlist-dft-inputs.zip", mime="application/zip", key="shortlist-dft",
                        icon=":material/download:",

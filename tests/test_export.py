@@ -104,7 +104,8 @@ def test_properties_csv_flattens_lists_and_drops_structures():
                        "structure": [nacl(), nacl(6.6)]})
     back = pd.read_csv(io.BytesIO(E.properties_csv(df)))
     assert list(back.columns) == ["id", "formula", "tags", "e_above_hull", "model"]
-    assert back.loc[0, "tags"] == "salt; cubic" and back.loc[0, "e_above_hull"] == 0.0
+    assert json.loads(back.loc[0, "tags"]) == ["salt", "cubic"] and back.loc[0, "e_above_hull"] == 0.0
+    assert json.loads(back.loc[1, "tags"]) == []
     assert np.isnan(back.loc[1, "e_above_hull"]) and json.loads(back.loc[0, "model"]) == {"mlip": "m3gnet"}
     with pytest.raises(InvalidInputError):
         E.properties_csv([{"a": 1}])
@@ -173,8 +174,10 @@ def test_bad_uploads_give_one_clear_message(name, data, message):
 def test_structure_checks_overlap_unknown_element_and_size():
     overlapping = Structure(Lattice.cubic(5), ["Na", "Cl"], [[0, 0, 0], [0.02, 0, 0]])
     assert "0.10 Å apart" in E.check_structure(overlapping)
-    tiny_cell = Structure(Lattice.cubic(0.4), ["Na"], [[0, 0, 0]])        # an atom touches its own image
-    assert "apart" in E.check_structure(tiny_cell)
+    thin_cell = Structure(Lattice.orthorhombic(0.4, 5, 5), ["Na"], [[0, 0, 0]])   # an atom touches its own image
+    assert "apart" in E.check_structure(thin_cell)
+    tiny_cell = Structure(Lattice.cubic(0.4), ["Na"], [[0, 0, 0]])     # 0.064 Å^3 per atom: the gate refuses it
+    assert "absurd density" in E.check_structure(tiny_cell)
     text = E.cif(nacl(), symprec=None).replace(" Na ", " Qq ").replace("Na0", "Qq0")
     _, errors = E.read_structures(text.encode(), "qq.cif")
     assert len(errors) == 1 and "unknown element" in errors[0]

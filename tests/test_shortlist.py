@@ -209,15 +209,193 @@ def test_survives_a_restart_in_a_new_process(db):
 # ------------------------------------------------------------------------------------------------ schema
 def test_migration_adds_a_column_and_keeps_entries(db, monkeypatch):
     i = S.Shortlist(db).add(rocksalt(), properties={"e_above_hull": 0.0})
-    assert S.Shortlist(db).schema_version() == 1
+    assert S.Shortlist(db).schema_version() == S.SCHEMA_VERSION
     later = S.MIGRATIONS + (("ALTER TABLE entries ADD COLUMN feasibility TEXT NOT NULL DEFAULT '{}'",),)
     monkeypatch.setattr(S, "MIGRATIONS", later)
     monkeypatch.setattr(S, "SCHEMA_VERSION", len(later))
     sl = S.Shortlist(db)
-    assert sl.schema_version() == 2
+    assert sl.schema_version() == S.SCHEMA_VERSION
     assert sl.get(i).properties == {"e_above_hull": 0.0}
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT feasibility FROM entries WHERE id = ?", (i,)).fetchone() == ("{}",)
     sl.add(cscl())                        # inserts still work with the new column's default
     S.Shortlist(db)                       # reopening does not migrate twice
-    assert sl.schema_version() == 2 and len(sl) == 2
+    assert sl.schema_version() == S.SCHEMA_VERSION and len(sl) == 2
+
+
+# ------------------------------------------------------------------------------------------------ damage
+def _damaged_copy(db, n=40):
+    """A real shortlist of ``n`` CsCl entries (notes carry a marker) with one table page overwritten by
+    noise; returns (ids, the ids stored on that page, the entries as stored before)."""
+    sl = S.Shortlist(db)
+    ids = [sl.add(Structure(Lattice.cubic(4 + 0.01 * k), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+                  allow_duplicate=True, notes=f"marker-{k:04d}-end", tags=["t; x", f"k{k}"]) for k in range(n)]
+    before = {e.id: e for e in sl.entries()}
+    with sqlite3.connect(db) as con:               # everything into the main file, as after a clean shutdown
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(db.read_bytes())
+    page_of = {i: data.find(f"marker-{k:04d}-end".encode()) // page_size for k, i in enumerate(ids)}
+    victim = page_of[ids[n // 2]]
+    lost = sorted(i for i, p in page_of.items() if p == victim)
+    assert 0 < len(lost) < n // 4                 # a leaf page holding a few entries, not the first page
+    data[victim * page_size:(victim + 1) * page_size] = np.random.default_rng(0).bytes(page_size)
+    db.write_bytes(bytes(data))
+    return ids, lost, before
+
+
+def test_a_damaged_page_is_reported_never_written_and_salvaged(db, tmp_path):
+    ids, lost, before = _damaged_copy(db)
+    digest = db.read_bytes()
+    with pytest.raises(S.DamagedShortlistError) as err:
+        S.Shortlist(db)
+    message = str(err.value)
+    assert str(db) in message and "--salvage" in message and "mv " in message
+    with pytest.raises(S.DamagedShortlistError):
+        S.Shortlist(db, read_only=True)
+    assert db.read_bytes() == digest                # opening wrote nothing into it
+    out = tmp_path / "recovered.sqlite"
+    report = S.salvage(db, out)
+    assert report.findings and sorted(report.unreadable) == lost
+    assert report.recovered == [i for i in ids if i not in lost]
+    back = S.Shortlist(out)
+    assert back.check() == [] and [e.id for e in back.entries()] == report.recovered
+    for entry in back.entries():
+        old = before[entry.id]
+        assert (entry.notes, entry.tags, entry.formula, entry.properties) == (old.notes, old.tags, old.formula,
+                                                                              old.properties)
+        assert StructureMatcher().fit(entry.structure, old.structure)
+    assert back.find_duplicate(before[ids[0]].structure) == ids[0]    # fingerprints came along
+    assert db.read_bytes() == digest
+    with pytest.raises(InvalidInputError, match="exists"):
+        S.salvage(db, out)                          # never overwrites
+
+
+def test_shortlist_command_checks_and_salvages(db, tmp_path):
+    ids, lost, _ = _damaged_copy(db, n=30)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "core", "shortlist", "--db", str(db), *a],
+                                    capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    check = run("--check")
+    assert check.returncode == 2 and check.stderr.count("error:") == 1 and "Traceback" not in check.stderr
+    assert f"{len(ids) - len(lost)} entries readable" in check.stdout
+    out = tmp_path / "r.sqlite"
+    done = run("--salvage", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "integrity check ok" not in done.stdout and f"{len(ids) - len(lost)} entries recovered" in done.stdout
+    assert len(S.Shortlist(out)) == len(ids) - len(lost) and S.check_file(out) == []
+
+
+def test_not_a_database_names_the_file(tmp_path):
+    path = tmp_path / "shortlist.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(S.DamagedShortlistError, match=str(path)):
+        S.Shortlist(path)
+    assert path.read_bytes() == b"this is not sqlite" * 100
+
+
+# ------------------------------------------------------------------------------------------------ edits, types, csv
+def test_edits_are_saved_or_reported_as_conflicts(db):
+    sl = S.Shortlist(db)
+    i = sl.add(rocksalt(), notes="first", tags=["a"])
+    sl.add(cscl())                                   # another session adds meanwhile: not a conflict
+    sl.update(i, notes="mine", tags="a, b", expected={"notes": "first", "tags": ["a"]})
+    assert (sl.get(i).notes, sl.get(i).tags) == ("mine", ("a", "b"))
+    sl.update(i, notes="theirs")                     # another session saves a note
+    with pytest.raises(S.EditConflictError, match=f"#{i}: notes changed") as err:
+        sl.update(i, notes="late", expected={"notes": "mine", "tags": "a, b"})
+    assert err.value.current == {"notes": "theirs", "tags": ("a", "b")} and sl.get(i).notes == "theirs"
+    sl.update(i, properties={"x": 1}, expected={"tags": ("a", "b")})   # properties from Assess do not conflict
+    sl.remove(i)
+    with pytest.raises(InvalidInputError, match="removed in another session"):
+        sl.update(i, notes="gone", expected={"notes": "theirs"})
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda sl: sl.add(rocksalt(), tags=5), "tags must be text"),
+    (lambda sl: sl.add(rocksalt(), tags=["ok", 3]), "each tag must be text"),
+    (lambda sl: sl.add(rocksalt(), notes={}), "notes must be text"),
+    (lambda sl: sl.add(rocksalt(), source=7), "source must be text"),
+    (lambda sl: sl.remove("abc"), "whole number"),
+    (lambda sl: sl.remove(2**70), "no shortlist entry"),
+    (lambda sl: sl.remove(True), "whole number"),
+    (lambda sl: sl.get(1.5), "whole number"),
+    (lambda sl: sl.update(1, notes=["x"]), "notes must be text"),
+    (lambda sl: sl.update(1, expected={"structure": 1}), "expected must map"),
+    (lambda sl: sl.entries(["1"]), "whole number"),
+])
+def test_wrong_argument_types_get_typed_errors(db, call, message):
+    sl = S.Shortlist(db)
+    sl.add(cscl())
+    with pytest.raises(InvalidInputError, match=message):
+        call(sl)
+    assert len(sl) == 1 and sl.get(np.int64(1)).formula == "CsCl"
+
+
+def test_csv_round_trips_tags_holding_separators(db):
+    import io
+    import json
+
+    import pandas as pd
+
+    from core.export import properties_csv
+
+    sl = S.Shortlist(db)
+    tags = ["a; b", 'quote "q"', "comma-free", "ünïcode ✓"]
+    sl.add(rocksalt(), tags=tags, notes="line one\nline two")
+    back = pd.read_csv(io.BytesIO(properties_csv(sl.list())))
+    assert json.loads(back.loc[0, "tags"]) == tags and back.loc[0, "notes"] == "line one\nline two"
+
+
+def test_read_only_opening_takes_no_lock_and_refuses_changes(db):
+    S.Shortlist(db).add(rocksalt())
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")                # another process holds the write lock
+    try:
+        assert len(S.Shortlist(db)) == 1             # opening an up-to-date file does not wait for it
+        ro = S.Shortlist(db, read_only=True)
+        assert ro.get(1).formula == "NaCl" and len(ro.list()) == 1
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with pytest.raises(InvalidInputError, match="read-only"):
+        ro.add(cscl())
+    with pytest.raises(InvalidInputError, match="read-only"):
+        ro.remove(1)
+    assert len(S.Shortlist(db)) == 1
+    with pytest.raises(S.MissingResourceError):
+        S.Shortlist(db.parent / "absent.sqlite", read_only=True)
+
+
+def test_duplicate_check_compares_only_same_fingerprint_entries(db, monkeypatch):
+    sl = S.Shortlist(db)
+    # 30 same-formula entries that are other crystals: strained cells (tetragonal, P4/mmm), not rock salt
+    for k in range(30):
+        s = rocksalt()
+        s.lattice = Lattice.tetragonal(5.64, 5.64 * (1.2 + 0.02 * k))
+        sl.add(s, allow_duplicate=True)
+    first = sl.add(rocksalt(a=5.5))
+    fits = []
+    real_fit = StructureMatcher.fit
+    monkeypatch.setattr(StructureMatcher, "fit", lambda self, a, b, **kw: fits.append(1) or real_fit(self, a, b, **kw))
+    with pytest.raises(S.DuplicateEntryError) as err:
+        sl.add(rocksalt(a=5.9).get_primitive_structure())
+    assert err.value.existing_id == first and len(fits) == 1   # was: every NaCl entry until the match
+    with sqlite3.connect(db) as con:
+        plan = " ".join(r[-1] for r in con.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM entries WHERE fingerprint = ? AND id > ?", ("x", 0)))
+    assert "entries_fingerprint" in plan
+
+
+def test_migration_from_schema_1_fingerprints_old_entries(db):
+    with sqlite3.connect(db) as con:                 # a database written by the first release
+        for statement in S.MIGRATIONS[0]:
+            con.execute(statement)
+        con.execute("PRAGMA user_version = 1")
+        s = rocksalt()
+        con.execute("INSERT INTO entries (added_at, updated_at, formula, nsites, structure) VALUES (?, ?, ?, ?, ?)",
+                    ("t", "t", "NaCl", 8, s.to_json()))
+    sl = S.Shortlist(db)
+    assert sl.schema_version() == S.SCHEMA_VERSION and len(sl) == 1
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT fingerprint FROM entries").fetchone()[0] == "NaCl|225|Cl:1/2|Na:1/2"
+    assert sl.find_duplicate(rocksalt(a=5.0)) == 1

@@ -71,4 +71,21 @@ def novelty_reference(kind: str) -> Any:
 
     if kind == "training":   # indexed by formula; a structure is built only when a query of its formula comes
         return NoveltyChecker.lazy(training_structure_sources())
-    return NoveltyChecker(read_paths([kind]))
+    return NoveltyChecker(_sane_reference(read_paths([kind]), kind))
+
+
+def _sane_reference(structures: list[Any], source: str) -> list[Any]:
+    """The structures of a reference file that pass ``core.structure_check``; the others are named in a
+    warning (a broken reference structure must not reach the structure matcher)."""
+    import warnings
+
+    from core.errors import InvalidInputError
+    from core.structure_check import structure_problem
+
+    problems = [(k, structure_problem(s)) for k, s in enumerate(structures)]
+    bad = [f"#{k + 1}: {p}" for k, p in problems if p is not None]
+    if bad and len(bad) == len(structures):
+        raise InvalidInputError(f"novelty reference {source}: no usable structure ({'; '.join(bad[:3])})")
+    if bad:
+        warnings.warn(f"novelty reference {source}: skipped {len(bad)} structure(s): {'; '.join(bad[:3])}", stacklevel=2)
+    return [s for (k, p), s in zip(problems, structures) if p is None]

@@ -1,0 +1,116 @@
+"""Shortlist page edits keyed by entry id (saved, or reported as conflicts, never silently lost), and what the
+page shows for a damaged database (AppTest on the real entry point)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from app import shortlisting
+from app.shortlist_edits import Edits
+from core.shortlist import Shortlist
+
+MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+
+
+def crystal(a: float, el: str = "Cs") -> Structure:
+    return Structure(Lattice.cubic(a), [el, "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+@pytest.fixture
+def store(tmp_path):
+    sl = Shortlist(tmp_path / "s.sqlite")
+    for el in ("Cs", "Rb", "K"):
+        sl.add(crystal(4.1, el), notes=f"{el} note", tags=["a"])
+    return sl
+
+
+def shown(edits: Edits, sl: Shortlist):
+    listing = sl.list()
+    return edits.table(shortlisting.editable_frame(listing), listing)
+
+
+def test_an_edit_survives_other_sessions_adding_and_removing(store):
+    edits = Edits()
+    shown(edits, store)
+    edits.capture({1: {"notes": "mine"}, 2: {"select": True}})   # row 1 is entry #2, row 2 entry #3
+    store.remove(1)                                              # another session: rows move up
+    store.add(crystal(4.1, "Na"))
+    table = shown(edits, store)
+    assert list(table["id"]) == [2, 3, 4] and list(table["notes"]) == ["mine", "K note", ""]
+    assert list(table["select"]) == [False, True, False] and edits.count() == 1 and not edits.conflicts()
+    edits.capture({1: {"tags": "x, y"}})                          # positions now follow the new table
+    assert edits.save(store) == (2, []) and edits.count() == 0
+    assert (store.get(2).notes, store.get(3).tags) == ("mine", ("x", "y"))
+
+
+def test_a_conflicting_edit_is_reported_and_kept_until_resolved(store):
+    edits = Edits()
+    shown(edits, store)
+    edits.capture({0: {"notes": "mine"}})
+    store.update(1, notes="theirs")                              # saved in another session meanwhile
+    shown(edits, store)
+    assert edits.conflicts() == {1: {"notes": "theirs", "tags": "a"}}
+    saved, problems = edits.save(store)
+    assert saved == 0 and "'theirs'" in problems[0] and store.get(1).notes == "theirs"
+    assert edits.pending[1]["notes"] == "mine"                   # not lost: still pending, shown again
+    shown(edits, store)
+    edits.keep_mine(1)
+    assert not edits.conflicts() and edits.save(store) == (1, []) and store.get(1).notes == "mine"
+
+
+def test_an_edit_of_a_removed_entry_is_reported_with_its_text(store):
+    edits = Edits()
+    shown(edits, store)
+    edits.capture({2: {"notes": "keep this text"}})
+    store.remove(3)
+    saved, problems = edits.save(store)                          # the page had not rerun yet
+    assert saved == 0 and "keep this text" in problems[0] and edits.count() == 0
+    edits.capture({0: {"notes": "x"}})
+    edits.capture({0: {"notes": "Cs note"}})                     # edited back: nothing pending
+    assert edits.count() == 0
+
+
+def test_page_names_a_damaged_file_and_leaves_it_alone(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "shortlist.sqlite"
+    path.write_bytes(b"garbage, not SQLite" * 300)
+    monkeypatch.setenv("CFRL_APP_DATA_DIR", str(data))
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    at.run()
+    at.switch_page("../pages/shortlist.py").run()
+    assert not at.exception
+    shown = " ".join(e.value for e in at.error)
+    assert str(path) in shown and "--salvage" in shown and "untouched" in shown
+    assert path.read_bytes() == b"garbage, not SQLite" * 300
+
+
+def test_page_shows_pending_edits_and_conflicts_after_the_list_changed(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CFRL_APP_DATA_DIR", str(tmp_path / "data"))
+    sl = Shortlist()
+    for el in ("Cs", "Rb"):
+        sl.add(crystal(4.1, el), notes=f"{el} note")
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    at.run()
+    at.switch_page("../pages/shortlist.py").run()
+    edits = at.session_state["shortlist-edits"]
+    edits.capture({0: {"notes": "mine"}, 1: {"notes": "also mine"}})
+    sl.update(1, notes="theirs")                                 # another session, before Save
+    sl.add(crystal(4.1, "K"))
+    at.run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["notes"]) == ["mine", "also mine", ""]
+    assert "changed in another session" in " ".join(w.value for w in at.warning)
+    save = next(b for b in at.button if b.label.startswith("Save notes & tags"))
+    assert save.label == "Save notes & tags (2)"
+    save.click().run()
+    assert sl.get(2).notes == "also mine" and sl.get(1).notes == "theirs"
+    next(b for b in at.button if b.label.startswith("Keep mine")).click().run()
+    next(b for b in at.button if b.label.startswith("Save notes & tags")).click().run()
+    assert sl.get(1).notes == "mine" and at.session_state["shortlist-edits"].count() == 0
