@@ -94,7 +94,7 @@ class FakePropertyModel:
                 for s in structures]
 
 
-def fake_relax(structure: Structure, mlip: FakeMLIP, fmax: float = 0.1, steps: int = 500):
+def fake_relax(structure: Structure, mlip: FakeMLIP, fmax: float = 0.1, steps: int = 500, relax_cell: bool = True):
     """Stands in for core.scoring.relax.relax: the structure is already at its (flat) minimum."""
     from types import SimpleNamespace
 

@@ -82,6 +82,7 @@ def _entry_points(tmp: Path):
     import zipfile
 
     from core import export, symmetry, view
+    from core.scoring.inputs import input_problem
     from core.shortlist import Shortlist
     from core.structure_check import structure_problem
     from core.tokens import CrystalTokens
@@ -102,7 +103,7 @@ def _entry_points(tmp: Path):
         ("export.cif", export.cif, raises),
         ("export.cif_zip", lambda s: export.cif_zip([s]), listed),
         ("export.check_structure", export.check_structure, is_text),
-        # core.scoring.pipeline.input_problem joins this list once it calls the gate (merge of a15 and b21)
+        ("scoring.input_problem", input_problem, is_text),
         ("app detail.symmetry_table", lambda s: __import__("app.detail").detail.symmetry_table(s), raises),
     ]
 

@@ -25,6 +25,7 @@ import numpy as np
 from pymatgen.core import Structure
 
 from core.neighbors import MAX_EDGE_A as NEIGHBOR_MAX_EDGE_A
+from core.structure_check import structure_problem
 from core.scoring.metrics import MIN_DISTANCE_A, MIN_VOLUME_A3, min_interatomic_distance
 
 
@@ -83,6 +84,9 @@ def input_problem(structure: Any, limits: InputLimits = SCORING_LIMITS, *, dista
     longest = float(max(structure.lattice.abc))
     if longest > limits.max_edge_a:
         return f"huge cell: lattice vector of {longest:.4g} Å > {limits.max_edge_a:g} Å"
+    shared = structure_problem(structure, ordered=True, max_sites=limits.max_atoms)   # the project-wide gate
+    if shared is not None:
+        return shared
     if not distances:
         return None
     distance = min_interatomic_distance(structure)
