@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "core.commands.train_cli",     # train, rl
     "core.commands.screen_cli",    # screen
     "core.commands.trust_cli",     # trust
+    "core.commands.download_cli",  # download
 )
 
 EXIT_INPUT = 2      # bad arguments or input files

@@ -14,7 +14,11 @@ name                   model                                        energy scale
 ``tensornet-matpes``   TensorNet-MatPES-PBE-v2025.1-PES (matgl)     matpes-pbe     none (``mp_compatible=False``)
 ``chgnet``             CHGNet 0.3.0 (MPtrj)                         mp2020         none: already MP2020-corrected
 ``sevennet``           SevenNet-0 (11Jul2024, MPtrj)                mp-raw         MP2020 (``mp_compatible=True``)
+``sevennet-l3i5``      7net-l3i5 (MPtrj; in the sevenn wheel)       mp-raw         MP2020 (``mp_compatible=True``)
+``sevennet-mf-0``      7net-mf-0, PBE modal (in the sevenn wheel)   mp-raw         MP2020 (``mp_compatible=True``)
+``sevennet-mf-ompa``   7net-mf-ompa, mpa modal (download)           mp-raw         MP2020 (``mp_compatible=True``)
 ``orb``                Orb v2 (MPtrj + Alexandria; weights: file)   mp-raw         MP2020 (``mp_compatible=True``)
+``orb-v3``             orb-v3-conservative-inf-mpa (download)       mp-raw         MP2020 (``mp_compatible=True``)
 =====================  ==========================================  =============  ====================================
 
 ``energy_scale`` says what a backend's energies are: ``"mp-raw"`` raw PBE/PBE+U total energies as
@@ -49,7 +53,8 @@ from core.neighbors import RADIUS_A as NEIGHBOR_RADIUS_A
 from core.neighbors import neighbor_list
 from core.scoring.device import pick_torch_device
 
-MLIP_NAMES = ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "orb")
+MLIP_NAMES = ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "sevennet-l3i5", "sevennet-mf-0",
+              "sevennet-mf-ompa", "orb", "orb-v3")
 DEFAULT_MLIP = "m3gnet"   # by measurement: 13 vs 118 ms per energy for SevenNet-0 (bench/scoring.md) at a relaxed E_hull
                           # MAE of 0.015 vs 0.012 eV/atom for SevenNet-0, the most accurate (bench/mlip_accuracy.md)
 GPA_PER_EV_A3 = 160.21766208  # 1 eV/Å³ in GPa
@@ -62,6 +67,11 @@ _FACTORIES: dict[str, tuple[str, str]] = {
     "chgnet": ("core.scoring.backends.chgnet_backend", "chgnet"),
     "sevennet": ("core.scoring.backends.sevennet_backend", "sevennet"),
     "orb": ("core.scoring.backends.orb_backend", "orb"),
+    # more SevenNet checkpoints (two in the wheel, one downloaded) and Orb v3 (downloaded weights)
+    "sevennet-l3i5": ("core.scoring.backends.sevennet_backend", "sevennet_l3i5"),
+    "sevennet-mf-0": ("core.scoring.backends.sevennet_backend", "sevennet_mf_0"),
+    "sevennet-mf-ompa": ("core.scoring.backends.sevennet_backend", "sevennet_mf_ompa"),
+    "orb-v3": ("core.scoring.backends.orb_backend", "orb_v3"),
 }
 
 
