@@ -14,16 +14,22 @@ MLIP weights in ``CFRL_MODELS_DIR/<folder>/`` (where the backends look). Each ge
 (source, licence, citation, date, sha256): ``MODEL_CARD.md`` in a checkpoint folder,
 ``<file>.card.md`` beside other files.
 
+``huggingface_hub``'s offline switch (``HF_HUB_OFFLINE=1``, which the app sets so that model loading never
+waits on the network) is honoured unless the caller passes ``hub_online=True``: the app's Download button
+does, because a click on it is the user asking for the network.
+
 Failures (offline, HTTP error, refused hash) raise ``MissingResourceError`` with one line: what
 failed, the URL, and where to put the file by hand.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +52,7 @@ _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 ROOTS: dict[str, Callable[[], Path]] = {"checkpoint": settings.checkpoints_dir, "data": settings.data_dir,
                                         "mlip": settings.models_dir}
 
+_ONLINE_LOCK = threading.Lock()
 Progress = Callable[[int, "int | None"], None]   # (bytes done, total bytes or None)
 
 
@@ -269,7 +276,24 @@ def recorded_sha256(item: CatalogueItem) -> str | None:
     return match.group(1) if match else None
 
 
-def download(item: CatalogueItem | str, progress: Progress | None = None, force: bool = False) -> DownloadResult:
+@contextlib.contextmanager
+def _hub_reachable(allow: bool):
+    """While inside, huggingface_hub's offline switch is off if ``allow`` (it is read per request)."""
+    if not allow:
+        yield
+        return
+    import huggingface_hub.constants as hub_constants
+
+    with _ONLINE_LOCK:
+        before, hub_constants.HF_HUB_OFFLINE = hub_constants.HF_HUB_OFFLINE, False
+        try:
+            yield
+        finally:
+            hub_constants.HF_HUB_OFFLINE = before
+
+
+def download(item: CatalogueItem | str, progress: Progress | None = None, force: bool = False,
+             hub_online: bool = False) -> DownloadResult:
     """Fetch, check and install one catalogue item; returns where it is.
 
     Args:
@@ -277,6 +301,7 @@ def download(item: CatalogueItem | str, progress: Progress | None = None, force:
         progress: called with (bytes done, total bytes or None) as the transfer goes (None: hub files show
             huggingface_hub's tqdm bar, other files nothing).
         force: download again even if the file is installed (and discard a partial download).
+        hub_online: reach the hub even when huggingface_hub's offline switch is on (an explicit request).
 
     Raises:
         InvalidInputError: unknown name.
@@ -298,7 +323,8 @@ def download(item: CatalogueItem | str, progress: Progress | None = None, force:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fetch = _fetch_hub if item.hub else _fetch_url
-        local, expected, what = fetch(item, staging, progress, force)
+        with _hub_reachable(hub_online):
+            local, expected, what = fetch(item, staging, progress, force)
         sha256, checked = _check(local, expected, what)
         local.replace(dest)
     except MissingResourceError as exc:
