@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from core.scoring.mlip import MLIP
 
 BUNDLED_VERSION = f"bundled-{COMPOUND_RECIPE}.{ELEMENT_RECIPE}"   # names the recipes (references.store)
-HULL_KINDS = ("bundled", "mp-api")  # besides a path to an entries file
+HULL_KINDS = ("bundled", "mp-api", "alexandria")  # besides a path to an entries file (alexandria: references.alexandria)
 _PD_CACHE_SIZE = 512
 
 
@@ -499,6 +499,10 @@ def load_hull_reference(kind: str | Path = "bundled", mlip: MLIP | None = None) 
             _REFERENCES[key] = BundledReference(mlip)
         elif text == "mp-api":
             _REFERENCES[key] = MPAPIReference(mlip)
+        elif text == "alexandria":
+            from core.scoring.references.alexandria import AlexandriaReference
+
+            _REFERENCES[key] = AlexandriaReference(mlip=mlip)
         else:
             _REFERENCES[key] = EntriesFileReference(text, mlip)
     return _REFERENCES[key]
