@@ -57,6 +57,9 @@ MLIP_NAMES = ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet
               "sevennet-mf-ompa", "orb", "orb-v3")
 DEFAULT_MLIP = "m3gnet"   # by measurement: 13 vs 118 ms per energy for SevenNet-0 (bench/scoring.md) at a relaxed E_hull
                           # MAE of 0.015 vs 0.012 eV/atom for SevenNet-0, the most accurate (bench/mlip_accuracy.md)
+ACCURATE_MLIP = "sevennet-l3i5"   # for trust / shortlist assessments and relaxed hulls: lowest E_hull MAE in
+                                  # bench/mlip_accuracy.md (static 0.028 vs 0.044 SevenNet-0 and 0.062 M3GNet;
+                                  # relaxed 0.032, n = 8) at 0.93 structures/s vs 30.9 for M3GNet in the same run
 GPA_PER_EV_A3 = 160.21766208  # 1 eV/Å³ in GPa
 
 # registry key -> (module, factory function); modules import their outside library lazily
