@@ -14,6 +14,7 @@ PAGES = (
     ("shortlist.py", "Shortlist", ":material/bookmark:", "shortlist"),
     ("learn.py", "Learn", ":material/school:", "learn"),
     ("finetune.py", "Fine-tune", ":material/model_training:", "finetune"),
+    ("models.py", "Models", ":material/download:", "models"),      # downloads (issue #19)
 )
 
 

@@ -149,8 +149,8 @@ def write_markdown(results: dict[str, dict], skipped: dict[str, str], out: Path,
         "",
         "| backend | energy scale | static E_hull (= e_form) MAE | static bias | static F1 (E_hull<0.1) | "
         "relaxed E_hull MAE | relaxed bias | relaxed F1 | static structures/s | relax steps (mean) | "
-        "elemental μ vs MP MAE | failed |",
-        "| --- | :---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "elemental μ vs MP MAE | n static+relaxed | failed |",
+        "| --- | :---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         s, x = r["static"], r["relaxed"]
@@ -159,9 +159,9 @@ def write_markdown(results: dict[str, dict], skipped: dict[str, str], out: Path,
             f"| {bold}{r['backend']}{bold} ({r['label']}) | {r['scale']} "
             f"| {s['mae_ehull']:.3f} | {s.get('bias', math.nan):+.3f} | {s['f1']:.2f} | {x['mae_ehull']:.3f} "
             f"| {x.get('bias', math.nan):+.3f} | {x['f1']:.2f} | {s['rate']:.2f} | {x['mean_steps']:.0f} "
-            f"| {r['elements_mae']:.3f} | {s['failed']}+{x['failed']} |")
+            f"| {r['elements_mae']:.3f} | {s['n']}+{x['n']} | {s['failed']}+{x['failed']} |")
     for backend, reason in skipped.items():
-        lines.append(f"| {backend} | – | skipped: {reason} | | | | | | | | | |")
+        lines.append(f"| {backend} | – | skipped: {reason} | | | | | | | | | | |")
     lines += ["", "Elemental chemical potentials, MLIP minus MP PBE (`mp-elemental-reference-entries.json.gz`), eV/atom:", "",
               "| backend | " + " | ".join(elements) + " |", "| --- |" + " ---: |" * len(elements)]
     for r in rows:
@@ -169,6 +169,7 @@ def write_markdown(results: dict[str, dict], skipped: dict[str, str], out: Path,
         lines.append(f"| {r['backend']} | " + " | ".join(f"{v:+.3f}" if isinstance(v, float) else "–" for v in values) + " |")
     if best is not None:
         lines += ["", f"**Lowest E_hull error (static + relaxed MAE): `{best['backend']}`** ({best['label']}).", ""]
+    lines += meta.get("notes", [])
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

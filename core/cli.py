@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "core.commands.screen_cli",    # screen
     "core.commands.trust_cli",     # trust
     "core.commands.shortlist_cli", # shortlist --check / --salvage
+    "core.commands.download_cli",  # download
 )
 
 EXIT_INPUT = 2      # bad arguments or input files

@@ -66,7 +66,8 @@ def mp_oxides() -> list[dict]:
 # --- registry and screening (no model needed) ------------------------------------------------------
 
 def test_registry_names_and_unknown_name():
-    assert MLIP_NAMES == ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "orb")
+    assert MLIP_NAMES == ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "sevennet-l3i5",
+                          "sevennet-mf-0", "sevennet-mf-ompa", "orb", "orb-v3")
     assert DEFAULT_MLIP == "m3gnet"   # chosen by bench/scoring.md + bench/mlip_accuracy.md
     with pytest.raises(InvalidInputError, match="unknown MLIP 'mace'.*m3gnet"):
         load_mlip("mace")
@@ -286,3 +287,39 @@ def test_orb_loads_a_weights_file(tmp_path, monkeypatch):
     assert torch.equal(loaded.model.state_dict()[name], tensor)
     result = loaded.predict([rocksalt()])[0]
     assert isinstance(result, EnergyResult) and np.isfinite(result.energy_ev)
+
+
+def test_wheel_sevennet_models_are_on_mp_raw_scale_and_mf0_needs_its_pbe_head():
+    """7net-l3i5 and 7net-mf-0 (PBE modal) reproduce MP's raw PBE(+U) energy of DFT-relaxed MP phases
+    (independent: the uncorrected energies stored in ../shared/data/hulls); the mf-0 r2SCAN head does not,
+    and batched predict agrees with the ASE calculator."""
+    from core.scoring.backends.sevennet_backend import SevenNetMLIP
+
+    with gzip.open(settings.data_dir() / "hulls" / "Na-Fe-P-O.json.gz", "rt") as fh:
+        raw = [d for d in json.load(fh) if d["is_stable"] and len(d["structure"]["sites"]) <= 8][:4]
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    entries = [ComputedStructureEntry.from_dict(d) for d in raw]
+    dft = np.array([e.uncorrected_energy_per_atom for e in entries])
+    for name in ("sevennet-l3i5", "sevennet-mf-0"):
+        mlip = load_mlip(name, device="cpu")
+        assert mlip.mp_compatible and mlip.energy_scale == "mp-raw"
+        got = np.array([r.energy_per_atom for r in mlip.predict([e.structure for e in entries])])
+        assert np.abs(got - dft).mean() < 0.05 and np.abs(got - dft).max() < 0.15, (name, got - dft)
+        atoms = AseAtomsAdaptor.get_atoms(entries[0].structure)
+        atoms.calc = mlip.calculator()
+        assert atoms.get_potential_energy() / len(atoms) == pytest.approx(got[0], abs=1e-4)
+    r2scan = SevenNetMLIP("cpu", "7net-mf-0", modal="R2SCAN", name="x", label="mf-0 r2SCAN")
+    other = np.array([r.energy_per_atom for r in r2scan.predict([e.structure for e in entries])])
+    assert np.abs(other - dft).mean() > 0.3           # r2SCAN total energies are on another scale
+    with pytest.raises(ValueError, match="multi-fidelity.*PBE, R2SCAN"):
+        SevenNetMLIP("cpu", "7net-mf-0")
+
+
+def test_download_only_mlips_name_the_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("CFRL_MODELS_DIR", str(tmp_path))
+    monkeypatch.delenv("CFRL_ORB_WEIGHTS", raising=False)
+    with pytest.raises(MissingResourceError, match="python -m core download 7net-mf-ompa"):
+        load_mlip("sevennet-mf-ompa", device="cpu")
+    with pytest.raises(MissingResourceError, match="orb-v3-conservative-inf-mpa-20250404.ckpt"):
+        load_mlip("orb-v3", device="cpu")

@@ -185,7 +185,7 @@ def test_trust_command_ranks_checks_and_exports(tmp_path, monkeypatch, capsys):
     rocksalt(4.2, ("Mg", "O")).to(filename=str(folder / "b.cif"))
     (folder / "c.cif").write_text("data_broken\n_cell_length_a nonsense\n")
     out, dft = tmp_path / "trust.csv", tmp_path / "dft"
-    code = cli.main(["trust", str(folder), "--relax", "--committee", "m3gnet,chgnet", "--rank", "lcb", "--out", str(out),
+    code = cli.main(["trust", str(folder), "--relax", "--mlip", "m3gnet", "--committee", "m3gnet,chgnet", "--rank", "lcb", "--out", str(out),
                      "--dft-out", str(dft), "--top", "1", "--quiet"])
     hull._STORES.clear()
     hull._REFERENCES.clear()

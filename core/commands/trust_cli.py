@@ -20,7 +20,7 @@ from pathlib import Path
 from pymatgen.core import Structure
 
 from core.errors import InvalidInputError
-from core.scoring.mlip import DEFAULT_MLIP
+from core.scoring.mlip import ACCURATE_MLIP
 
 
 def _shortlist_structures(which: str) -> tuple[list[Structure], list[str]]:
@@ -84,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("inputs", nargs="*", help="structure files or folders (.cif, .extxyz, .json, POSCAR, .zip)")
     p.add_argument("--shortlist", default=None, help="use shortlist entries: all, or ids like 3,7")
-    p.add_argument("--mlip", default=DEFAULT_MLIP, help=f"MLIP for relaxation and the main score (default {DEFAULT_MLIP})")
+    p.add_argument("--mlip", default=ACCURATE_MLIP,
+                   help=f"MLIP for relaxation and the main score (default {ACCURATE_MLIP}, the most accurate here)")
     p.add_argument("--relax", action="store_true", help="relax with --mlip first (FIRE, fmax 0.1 eV/Å, ≤ 500 steps)")
     p.add_argument("--hull", default="bundled", help="hull reference: bundled, mp-api, or an entries JSON")
     p.add_argument("--committee", default="m3gnet,chgnet,sevennet", help="comma-separated MLIPs for E_hull ±, or none")

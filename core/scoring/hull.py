@@ -76,7 +76,7 @@ if TYPE_CHECKING:
 
 BUNDLED_SET = "mb+mp1"   # matbench_dielectric + the Kind A MP files (references.bundled); names the compound set
 BUNDLED_VERSION = f"bundled-{BUNDLED_SET}-{COMPOUND_RECIPE}.{ELEMENT_RECIPE}"   # and the recipes (references.store)
-HULL_KINDS = ("bundled", "bundled+complete", "mp-api")  # besides a path to an entries file
+HULL_KINDS = ("bundled", "bundled+complete", "mp-api", "alexandria")  # besides a path to an entries file (alexandria: references.alexandria)
 _PD_CACHE_SIZE = 512
 
 
@@ -595,6 +595,10 @@ def load_hull_reference(kind: str | Path = "bundled", mlip: MLIP | None = None, 
             _REFERENCES[key] = CompletedBundledReference(mlip, relaxed=relaxed)
         elif text == "mp-api":
             _REFERENCES[key] = MPAPIReference(mlip)
+        elif text == "alexandria":
+            from core.scoring.references.alexandria import AlexandriaReference
+
+            _REFERENCES[key] = AlexandriaReference(mlip=mlip)
         else:
             _REFERENCES[key] = EntriesFileReference(text, mlip)
     return _REFERENCES[key]

@@ -14,7 +14,11 @@ name                   model                                        energy scale
 ``tensornet-matpes``   TensorNet-MatPES-PBE-v2025.1-PES (matgl)     matpes-pbe     none (``mp_compatible=False``)
 ``chgnet``             CHGNet 0.3.0 (MPtrj)                         mp2020         none: already MP2020-corrected
 ``sevennet``           SevenNet-0 (11Jul2024, MPtrj)                mp-raw         MP2020 (``mp_compatible=True``)
+``sevennet-l3i5``      7net-l3i5 (MPtrj; in the sevenn wheel)       mp-raw         MP2020 (``mp_compatible=True``)
+``sevennet-mf-0``      7net-mf-0, PBE modal (in the sevenn wheel)   mp-raw         MP2020 (``mp_compatible=True``)
+``sevennet-mf-ompa``   7net-mf-ompa, mpa modal (download)           mp-raw         MP2020 (``mp_compatible=True``)
 ``orb``                Orb v2 (MPtrj + Alexandria; weights: file)   mp-raw         MP2020 (``mp_compatible=True``)
+``orb-v3``             orb-v3-conservative-inf-mpa (download)       mp-raw         MP2020 (``mp_compatible=True``)
 =====================  ==========================================  =============  ====================================
 
 ``energy_scale`` says what a backend's energies are: ``"mp-raw"`` raw PBE/PBE+U total energies as
@@ -51,9 +55,13 @@ from core.scoring.device import pick_torch_device
 from core.scoring.inputs import DEFAULT_LIMITS, InputLimits, input_problem
 from core.scoring.batching import isolate_failures
 
-MLIP_NAMES = ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "orb")
+MLIP_NAMES = ("m3gnet", "m3gnet-matpes", "tensornet-matpes", "chgnet", "sevennet", "sevennet-l3i5", "sevennet-mf-0",
+              "sevennet-mf-ompa", "orb", "orb-v3")
 DEFAULT_MLIP = "m3gnet"   # by measurement: 13 vs 118 ms per energy for SevenNet-0 (bench/scoring.md) at a relaxed E_hull
                           # MAE of 0.015 vs 0.012 eV/atom for SevenNet-0, the most accurate (bench/mlip_accuracy.md)
+ACCURATE_MLIP = "sevennet-l3i5"   # for trust / shortlist assessments and relaxed hulls: lowest E_hull MAE in
+                                  # bench/mlip_accuracy.md (static 0.028 vs 0.044 SevenNet-0 and 0.062 M3GNet;
+                                  # relaxed 0.032, n = 8) at 0.93 structures/s vs 30.9 for M3GNet in the same run
 GPA_PER_EV_A3 = 160.21766208  # 1 eV/Å³ in GPa
 
 # registry key -> (module, factory function); modules import their outside library lazily
@@ -64,6 +72,11 @@ _FACTORIES: dict[str, tuple[str, str]] = {
     "chgnet": ("core.scoring.backends.chgnet_backend", "chgnet"),
     "sevennet": ("core.scoring.backends.sevennet_backend", "sevennet"),
     "orb": ("core.scoring.backends.orb_backend", "orb"),
+    # more SevenNet checkpoints (two in the wheel, one downloaded) and Orb v3 (downloaded weights)
+    "sevennet-l3i5": ("core.scoring.backends.sevennet_backend", "sevennet_l3i5"),
+    "sevennet-mf-0": ("core.scoring.backends.sevennet_backend", "sevennet_mf_0"),
+    "sevennet-mf-ompa": ("core.scoring.backends.sevennet_backend", "sevennet_mf_ompa"),
+    "orb-v3": ("core.scoring.backends.orb_backend", "orb_v3"),
 }
 
 

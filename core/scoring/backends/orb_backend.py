@@ -142,6 +142,12 @@ def orb(device: str, weights: str | os.PathLike | None = None, variant: str | No
     return OrbMLIP(model, device, chosen, source=path.name)
 
 
+def orb_v3(device: str, weights: str | os.PathLike | None = None) -> OrbMLIP:
+    """orb-v3-conservative-inf-mpa (MPtrj + Alexandria, MP scale) from its downloaded weights
+    (``python -m core download orb-v3-conservative-inf-mpa`` puts them in ``models_dir()/orb/``)."""
+    return orb(device, weights=weights, variant="orb-v3-conservative-inf-mpa")
+
+
 def _variant(variant: str) -> OrbVariant:
     if variant not in ORB_VARIANTS:
         raise InvalidInputError(f"unknown Orb variant {variant!r}; choose one of {', '.join(ORB_VARIANTS)}")
