@@ -125,7 +125,7 @@ class _Row:
             self.values["comp_valid"] = composition_validity(composition)
             if problem is None:  # input_problem holds every condition of structure validity
                 self.values["struct_valid"] = True
-            elif 0 < len(self.input) <= MAX_SITES:
+            elif self.input.is_ordered and 0 < len(self.input) <= MAX_SITES:  # distances need one species per site
                 self.values["struct_valid"] = structure_validity(self.input)
         if problem is not None:
             self.errors.append(problem)
