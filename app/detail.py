@@ -71,6 +71,10 @@ def property_card(row: Mapping[str, Any]) -> list[tuple[str, str]]:
             out.append((CARD_LABELS[key], format_value(key, value)))
     if not _missing(row.get("fom_ev_lcb")) and not _missing(row.get("fom_ev_std")):
         out.append(("FoM − 1σ", format_value("fom_ev", row["fom_ev_lcb"])))
+    if isinstance(row.get("hull_coverage"), str) and not _missing(row.get("e_above_hull")):
+        out.append(("Hull coverage", row["hull_coverage"]))
+    if isinstance(row.get("flag_text"), str) and row["flag_text"]:
+        out.append(("Checks", row["flag_text"]))
     return out
 
 
@@ -78,10 +82,20 @@ BADGE_COLORS = {True: ("#1b7a3a", "#e6f4ea"), False: ("#b3261e", "#fce8e6"), Non
 
 
 def feasibility_checks(structure, row: Mapping[str, Any]) -> list:
-    """The feasibility checklist (``core.scoring.feasibility``) of a structure and its score row."""
+    """The feasibility checklist (``core.scoring.feasibility``) of a structure and its score row.
+
+    The "stable" check passes only where ``core.scoring.sanity.may_call_stable`` allows the word: a row
+    whose hull cannot judge it (flagged) gets an unknown "stable" badge saying why.
+    """
+    from dataclasses import replace
+
+    from app.flags import stable_word
     from core.scoring.feasibility import feasibility
 
-    return feasibility(structure, row)
+    checks = feasibility(structure, row)
+    word = stable_word(dict(row))
+    return [replace(c, passed=None, reason=word) if c.name == "stable" and c.passed and word != "stable" and word
+            else c for c in checks]
 
 
 def badges_html(checks) -> str:

@@ -40,7 +40,12 @@ def _spacegroup(frame: pd.DataFrame) -> np.ndarray:
 
 
 def plane_points(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows that can be placed on the gap–ε plane (finite E_g and ε_elec), with the plotted columns."""
+    """The rows that can be placed on the gap–ε plane (finite E_g and ε_elec), with the plotted columns.
+
+    ``eligible``: the row may stand on the Pareto front (``app.flags.front_eligible``: no hiding flag, not a metal).
+    """
+    from app.flags import front_eligible
+
     out = pd.DataFrame({
         "id": numeric(frame, "id"),
         "gap": numeric(frame, "band_gap_ev"),
@@ -51,6 +56,8 @@ def plane_points(frame: pd.DataFrame) -> pd.DataFrame:
         "formula": frame["formula"].astype(str).to_numpy() if "formula" in frame else "",
         "gap_std": numeric(frame, "band_gap_ev_std"),     # ± columns (core.scoring.uncertainty), NaN when absent
         "eps_std": numeric(frame, "eps_elec_std"),
+        "eligible": front_eligible(frame) if len(frame) else np.zeros(0, dtype=bool),
+        "trusted": frame["trusted"].to_numpy(dtype=bool) if "trusted" in frame else np.ones(len(frame), dtype=bool),
     })
     return out[np.isfinite(out["gap"]) & np.isfinite(out["eps"])].reset_index(drop=True)
 
@@ -93,6 +100,8 @@ def _iso_lines(fig: go.Figure, x_range, y_range, levels: Sequence[float]) -> Non
 
 
 def _front_trace(points: pd.DataFrame, name: str, color: str) -> go.Scatter | None:
+    """The Pareto front among the points that may stand on it (flagged rows and metals never do)."""
+    points = points[points["eligible"].to_numpy(dtype=bool)]
     fx, fy, idx = pareto_points(points["gap"].to_numpy(), points["eps"].to_numpy())
     if fx.size == 0:
         return None
@@ -123,7 +132,9 @@ def pareto_figure(frame: pd.DataFrame, *, ehull_max: float = 0.4, selected_id: i
     for mask, name in ((has_e, "structures"), (~has_e, "no E<sub>hull</sub>")):
         sub = points[mask]
         custom, template = _hover(sub)
-        marker = dict(size=9, line=dict(width=0.5, color="#333"))
+        # a flagged row (shown only on request) is a cross: its numbers are not judged by the reference
+        marker = dict(size=9, line=dict(width=0.5, color="#333"),
+                      symbol=np.where(sub["trusted"].to_numpy(dtype=bool), "circle", "x").tolist())
         if name == "structures":
             marker.update(color=sub["ehull"], colorscale=EHULL_COLORSCALE, cmin=0.0, cmax=ehull_max,
                           colorbar=dict(title=dict(text=EHULL_LABEL, side="right"), thickness=14))
