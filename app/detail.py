@@ -235,10 +235,43 @@ def static_3dmol_url() -> str | None:
     return "/app/static/3Dmol-min.js" if served else None
 
 
+def viewer_asset_missing() -> str | None:
+    """Why the 3D viewer cannot draw offline (3Dmol.js absent from app/static/), naming the fix; None when present."""
+    from app.paths import STATIC_3DMOL
+
+    if STATIC_3DMOL.is_file():
+        return None
+    return (f"3D view unavailable: {STATIC_3DMOL.relative_to(STATIC_3DMOL.parents[2])} is missing (without it the "
+            "viewer would need the internet). Run `make setup` (it fetches 3Dmol.js from npm), or copy 3Dmol-min.js "
+            "into app/static/, then reload the page. Everything else on this page works without it.")
+
+
+def legend_html(structure) -> str:
+    """One coloured chip per element of ``structure`` in the viewer's colours (VESTA scheme)."""
+    from core.view import FALLBACK_COLOR, element_colors
+
+    try:
+        colors = element_colors("VESTA")
+    except Exception:  # noqa: BLE001 - without the colour table the legend is omitted, not the view
+        return ""
+    symbols = sorted({el.symbol for site in structure for el in site.species.elements})
+    chips = "".join(f'<span style="display:inline-block;margin:2px 8px 2px 0"><span style="display:inline-block;'
+                    f'width:0.9em;height:0.9em;border-radius:50%;border:1px solid #555;vertical-align:-0.1em;'
+                    f'background:{colors.get(sym, FALLBACK_COLOR)}"></span> {html.escape(sym)}</span>' for sym in symbols)
+    return f'<div style="font-size:0.85em;color:#333">Elements: {chips}</div>'
+
+
 def viewer(structure, key: str) -> None:
-    """3D view with style / supercell / cell / bonds controls."""
+    """3D view with style / supercell / cell / bonds controls and an element colour legend.
+
+    Without the local 3Dmol.js a visible notice says how to get it (never an empty box).
+    """
     if importlib.util.find_spec("core.view") is None:
         st.info("3D view: core/view.py is not in this checkout yet.")
+        return
+    missing = viewer_asset_missing()
+    if missing:
+        st.warning(missing, icon=":material/view_in_ar:")
         return
     c1, c2, c3, c4 = st.columns([1.2, 1, 1.2, 0.8])
     style = c1.selectbox("Style", ("ball-stick", "sphere", "stick"), key=f"{key}-style")
@@ -251,6 +284,7 @@ def viewer(structure, key: str) -> None:
         show_error(exc, "could not draw this structure")
         return
     st.iframe(page, height=VIEW_HEIGHT_PX + 10)
+    st.markdown(legend_html(structure), unsafe_allow_html=True)
 
 
 def downloads(structure, name: str, key: str) -> None:
@@ -270,7 +304,14 @@ def downloads(structure, name: str, key: str) -> None:
         show_error(exc, "could not write this structure")
 
 
-def xrd(structure) -> None:
+def xrd_csv(pattern: pd.DataFrame) -> bytes:
+    """The XRD pattern as CSV: 2θ (degrees, Cu Kα), intensity (normalised to 100), hkl, d spacing (Å) where known."""
+    columns = [c for c in ("two_theta", "intensity", "hkl", "d_spacing") if c in pattern]
+    names = {"two_theta": "two_theta_deg", "intensity": "intensity_rel", "hkl": "hkl", "d_spacing": "d_spacing_A"}
+    return pattern[columns].rename(columns=names).to_csv(index=False).encode()
+
+
+def xrd(structure, key: str = "xrd") -> None:
     if importlib.util.find_spec("core.xrd") is None:
         st.info("XRD: core/xrd.py is not in this checkout yet.")
         return
@@ -281,7 +322,10 @@ def xrd(structure) -> None:
     except Exception as exc:  # noqa: BLE001
         show_error(exc, "could not compute the XRD pattern")
         return
-    st.plotly_chart(xrd_figure(pattern), width="stretch")
+    st.plotly_chart(xrd_figure(pattern), width="stretch", key=f"{key}-chart")
+    st.download_button("XRD pattern (CSV with hkl)", xrd_csv(pattern),
+                       file_name=f"{structure.composition.reduced_formula}-xrd.csv", mime="text/csv",
+                       key=f"{key}-csv", icon=":material/download:")
 
 
 def structure_panel(structure, row: Mapping[str, Any], *, title: str, key: str, token_string: str | None = None) -> None:
@@ -323,7 +367,7 @@ def structure_panel(structure, row: Mapping[str, Any], *, title: str, key: str, 
                 st.dataframe(sites, hide_index=True, width="stretch")
     if tab_xrd.open:
         with tab_xrd:
-            xrd(structure)
+            xrd(structure, key=f"{key}-xrd")
 
 
 def _tokens_of(structure) -> str | None:

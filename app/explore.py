@@ -18,9 +18,9 @@ CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "tri
 class Filters:
     """Which scored structures to show.
 
-    ``ehull_max`` in eV/atom: rows with a larger E_hull are hidden (None: no limit). Rows the scorer
-    flagged (``app.flags``: unphysical, below the hull, hull not judging the system, invalid, failed)
-    are hidden unless ``show_flagged``. The chemist's filters: ``runs`` (names; empty = all),
+    ``ehull_max`` in eV/atom: judged rows with a larger E_hull are hidden (None: no limit). Rows the
+    scorer flagged (``app.flags``: unphysical, below the hull, hull not judging the system, invalid,
+    failed) are hidden unless ``show_flagged``; shown, all of them are (their E_hull is not judged). The chemist's filters: ``runs`` (names; empty = all),
     ``contains`` (every one of these elements), ``excludes`` (none of these), ``formula`` (case-
     insensitive substring of the reduced formula), ``crystal_systems`` and ``spacegroups`` (numbers;
     empty = all; the space group found by spglib when scored, else the generated one).
@@ -96,10 +96,11 @@ def apply_filters(frame: pd.DataFrame, f: Filters) -> pd.DataFrame:
     if not f.show_flagged:
         keep &= frame["trusted"].to_numpy(dtype=bool)
     e = numeric(frame, "e_above_hull")
+    flagged = ~frame["trusted"].to_numpy(dtype=bool)   # shown on request; their E_hull is not judged, so not limited
     if f.ehull_max is not None:
-        keep &= (e <= f.ehull_max) | (~np.isfinite(e) & f.keep_missing_ehull)
+        keep &= (e <= f.ehull_max) | (~np.isfinite(e) & f.keep_missing_ehull) | flagged
     elif not f.keep_missing_ehull:
-        keep &= np.isfinite(e)
+        keep &= np.isfinite(e) | flagged
     if f.valid_only:
         keep &= _truthy(frame, "struct_valid") & _truthy(frame, "comp_valid")
     if f.unique_only:

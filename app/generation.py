@@ -65,7 +65,8 @@ def sample_into(pool, checkpoint, request: GenerateRequest, job=None, run: str |
     from app.pool import GENERATED
 
     if job is not None:
-        job.report(0, request.num, f"sampling with {checkpoint.name}")
+        job.report(0, request.num, f"sampling with {checkpoint.name} (the first batch of a new size includes "
+                                   "compiling the sampler: up to a minute on a CPU)")
     t0 = time.time()
     samples = generate(checkpoint, request, progress=(lambda d, t: job.report(d, t, "sampling")) if job is not None else None)
     made = pool.new_run(GENERATED, model=checkpoint.name, settings=request.describe(), name=run)

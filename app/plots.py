@@ -25,6 +25,7 @@ ARM_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52")
 GAP_LABEL = "Band gap E<sub>g</sub> (eV)"
 EPS_LABEL = "ε<sub>elec</sub> (dimensionless)"
 EHULL_LABEL = "E<sub>hull</sub> (eV/atom)"
+XRD_LABELLED_PEAKS = 8                   # strongest XRD peaks that carry their hkl on the plot
 
 
 def _layout(fig: go.Figure, height: int, **kw) -> go.Figure:
@@ -223,12 +224,16 @@ def xrd_figure(pattern: pd.DataFrame, wavelength_label: str = "Cu Kα", height: 
     fig.add_trace(go.Scatter(x=two_theta, y=intensity, mode="markers", marker=dict(size=4, color="#1f2d5c"),
                              customdata=hkl, hovertemplate="2θ %{x:.2f}°<br>I %{y:.1f}<br>hkl %{customdata}<extra></extra>",
                              showlegend=False))
+    for k in np.argsort(-intensity)[:XRD_LABELLED_PEAKS]:   # hkl over the strongest peaks
+        if intensity[k] >= 5.0 and hkl[k]:
+            fig.add_annotation(x=two_theta[k], y=intensity[k], text=str(hkl[k]).split(",")[0], showarrow=False,
+                               yanchor="bottom", font=dict(size=10, color="#444"))
     fig.update_xaxes(title=f"2θ (degrees, {wavelength_label})")
-    fig.update_yaxes(title="Intensity (normalised)", rangemode="tozero")
+    fig.update_yaxes(title="Intensity (normalised)", rangemode="tozero", range=[0, 115])
     return _layout(fig, height)
 
 
-PPO_PANELS = (("reward_mean", "Mean reward r"), ("kl", "KL(p<sub>θ</sub> ‖ p<sub>base</sub>) (nats)"),
+PPO_PANELS = (("reward_mean", "Mean reward r"), ("kl", "KL(p<sub>θ</sub> ‖ p<sub>base</sub>), sample estimate (nats)"),
               ("e_hull_mean", "Mean E<sub>hull</sub> (eV/atom)"), ("fom_mean", "Mean FoM (eV)"),
               ("valid_fraction", "Buildable fraction"))
 

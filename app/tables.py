@@ -107,10 +107,11 @@ def view(frame: pd.DataFrame, columns: tuple[str, ...] | list[str]) -> pd.DataFr
             continue
         keep.append(c)
     out = frame[keep].copy()
-    for c in keep:   # rounded as shown, so a tiny negative prints 0.000, never −0.000
+    for c in keep:   # a value that prints as zero is zero: a tiny negative shows 0.000, never −0.000
         decimals = _decimals(c)
         if decimals is not None and pd.api.types.is_numeric_dtype(out[c]):
-            out[c] = np.round(out[c].astype(float), decimals) + 0.0
+            values = out[c].astype(float)
+            out[c] = values.where(np.round(values, decimals) != 0, 0.0)
     return out
 
 

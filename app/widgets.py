@@ -125,11 +125,25 @@ def sidebar_checkpoint() -> None:
             warm_up(loaded)  # compile the sampler in the background before the first Generate click
             facts = ck.describe(loaded)
             st.markdown("\n".join(f"- **{k}**: {v}" for k, v in facts.items() if k != "name"))
+        if ref is not None:
+            model_card_popover(ref)
         running = state.any_running()
         if running:
             st.markdown("### Running")
             for job in running:
                 st.caption(f"{job.name}: {job.status_line()}")
+
+
+def model_card_popover(ref: ck.CheckpointRef) -> None:
+    """The checkpoint's MODEL_CARD.md (what it is, its size and data) one click from the sidebar."""
+    card = ck.model_card(ref)
+    with st.popover("Model card", icon=":material/description:", width="stretch",
+                    help="what this checkpoint is, how big, trained on what, and its limits"):
+        if card:
+            st.markdown(card)
+        else:
+            st.markdown(f"**{ref.label}** ships no MODEL_CARD.md (expected in {ref.path}). The facts above come "
+                        "from its config and meta.json.")
 
 
 # ---------------------------------------------------------------------------------------------

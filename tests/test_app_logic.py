@@ -164,9 +164,12 @@ def test_filters_by_ehull_validity_and_uniqueness():
     assert ids(explore.Filters()) == [0, 3]             # unscored row 4 never shown; invalid rows 1, 2 flagged
     every = lambda **kw: explore.Filters(show_flagged=True, **kw)
     assert ids(every()) == [0, 1, 2, 3]
-    assert ids(every(ehull_max=0.1)) == [0, 2, 3]                       # NaN E_hull kept by default
-    assert ids(every(ehull_max=0.1, keep_missing_ehull=False)) == [0, 3]
-    assert ids(every(ehull_max=1.0)) == [0, 1, 2, 3] and ids(every(ehull_max=0.2)) == [0, 2, 3]   # the limit limits
+    assert ids(explore.Filters(ehull_max=0.01)) == [0] and ids(explore.Filters(ehull_max=1.0)) == [0, 3]  # limits
+    assert ids(every(ehull_max=0.01)) == [0, 1, 2]         # shown flagged rows: their E_hull is not judged, not limited
+    missing = f.assign(struct_valid=True, comp_valid=True)  # all judged: row 2 has no E_hull
+    assert ids(explore.Filters(ehull_max=0.1)) == [0, 3] and list(explore.apply_filters(missing, explore.Filters(
+        ehull_max=0.1))["id"]) == [0, 2, 3]                 # NaN E_hull kept by default
+    assert list(explore.apply_filters(missing, explore.Filters(ehull_max=0.1, keep_missing_ehull=False))["id"]) == [0, 3]
     assert ids(every(valid_only=True)) == [0, 3]
     assert ids(every(unique_only=True)) == [0, 1, 2]
     assert not explore.has_novelty(f)
