@@ -91,6 +91,8 @@ def describe(checkpoint) -> dict[str, str]:
         "transformer": f"{cfg.num_layers} layer{'s' * (cfg.num_layers != 1)} × {cfg.num_heads} head{'s' * (cfg.num_heads != 1)}, "
                        f"d_model {cfg.model_size}",
     }
+    if checkpoint.meta.get("train_size"):
+        facts["training crystals"] = f"{int(checkpoint.meta['train_size']):,}"
     trained = checkpoint.meta.get("trained_on") or checkpoint.meta.get("dataset")
     if trained:
         facts["trained on"] = trained if isinstance(trained, str) else json.dumps(trained)[:60]

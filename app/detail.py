@@ -70,6 +70,10 @@ def property_card(row: Mapping[str, Any]) -> list[tuple[str, str]]:
             out.append((CARD_LABELS[key], format_value(key, value)))
     if not _missing(row.get("fom_ev_lcb")) and not _missing(row.get("fom_ev_std")):
         out.append(("FoM − 1σ", format_value("fom_ev", row["fom_ev_lcb"])))
+    if isinstance(row.get("hull_coverage"), str) and not _missing(row.get("e_above_hull")):
+        out.append(("Hull coverage", row["hull_coverage"]))
+    if isinstance(row.get("flag_text"), str) and row["flag_text"]:
+        out.append(("Checks", row["flag_text"]))
     return out
 
 
@@ -77,10 +81,20 @@ BADGE_COLORS = {True: ("#1b7a3a", "#e6f4ea"), False: ("#b3261e", "#fce8e6"), Non
 
 
 def feasibility_checks(structure, row: Mapping[str, Any]) -> list:
-    """The feasibility checklist (``core.scoring.feasibility``) of a structure and its score row."""
+    """The feasibility checklist (``core.scoring.feasibility``) of a structure and its score row.
+
+    The "stable" check passes only where ``core.scoring.sanity.may_call_stable`` allows the word: a row
+    whose hull cannot judge it (flagged) gets an unknown "stable" badge saying why.
+    """
+    from dataclasses import replace
+
+    from app.flags import stable_word
     from core.scoring.feasibility import feasibility
 
-    return feasibility(structure, row)
+    checks = feasibility(structure, row)
+    word = stable_word(dict(row))
+    return [replace(c, passed=None, reason=word) if c.name == "stable" and c.passed and word != "stable" and word
+            else c for c in checks]
 
 
 def badges_html(checks) -> str:
@@ -220,8 +234,41 @@ def static_3dmol_url() -> str | None:
     return "/app/static/3Dmol-min.js" if served else None
 
 
+def viewer_asset_missing() -> str | None:
+    """Why the 3D viewer cannot draw offline (3Dmol.js absent from app/static/), naming the fix; None when present."""
+    from app.paths import STATIC_3DMOL
+
+    if STATIC_3DMOL.is_file():
+        return None
+    return (f"3D view unavailable: {STATIC_3DMOL.relative_to(STATIC_3DMOL.parents[2])} is missing (without it the "
+            "viewer would need the internet). Run `make setup` (it fetches 3Dmol.js from npm), or copy 3Dmol-min.js "
+            "into app/static/, then reload the page. Everything else on this page works without it.")
+
+
+def legend_html(structure) -> str:
+    """One coloured chip per element of ``structure`` in the viewer's colours (VESTA scheme)."""
+    from core.view import FALLBACK_COLOR, element_colors
+
+    try:
+        colors = element_colors("VESTA")
+    except Exception:  # noqa: BLE001 - without the colour table the legend is omitted, not the view
+        return ""
+    symbols = sorted({el.symbol for site in structure for el in site.species.elements})
+    chips = "".join(f'<span style="display:inline-block;margin:2px 8px 2px 0"><span style="display:inline-block;'
+                    f'width:0.9em;height:0.9em;border-radius:50%;border:1px solid #555;vertical-align:-0.1em;'
+                    f'background:{colors.get(sym, FALLBACK_COLOR)}"></span> {html.escape(sym)}</span>' for sym in symbols)
+    return f'<div style="font-size:0.85em;color:#333">Elements: {chips}</div>'
+
+
 def viewer(structure, key: str) -> None:
-    """3D view with style / supercell / cell / bonds controls."""
+    """3D view with style / supercell / cell / bonds controls and an element colour legend.
+
+    Without the local 3Dmol.js a visible notice says how to get it (never an empty box).
+    """
+    missing = viewer_asset_missing()
+    if missing:
+        st.warning(missing, icon=":material/view_in_ar:")
+        return
     c1, c2, c3, c4 = st.columns([1.2, 1, 1.2, 0.8])
     style = c1.selectbox("Style", ("ball-stick", "sphere", "stick"), key=f"{key}-style")
     n = c2.selectbox("Supercell", (1, 2, 3), key=f"{key}-super", format_func=lambda k: f"{k}×{k}×{k}")
@@ -233,6 +280,7 @@ def viewer(structure, key: str) -> None:
         show_error(exc, "could not draw this structure")
         return
     st.iframe(page, height=VIEW_HEIGHT_PX + 10)
+    st.markdown(legend_html(structure), unsafe_allow_html=True)
 
 
 def downloads(structure, name: str, key: str) -> None:
@@ -249,7 +297,14 @@ def downloads(structure, name: str, key: str) -> None:
         show_error(exc, "could not write this structure")
 
 
-def xrd(structure) -> None:
+def xrd_csv(pattern: pd.DataFrame) -> bytes:
+    """The XRD pattern as CSV: 2θ (degrees, Cu Kα), intensity (normalised to 100), hkl, d spacing (Å) where known."""
+    columns = [c for c in ("two_theta", "intensity", "hkl", "d_spacing") if c in pattern]
+    names = {"two_theta": "two_theta_deg", "intensity": "intensity_rel", "hkl": "hkl", "d_spacing": "d_spacing_A"}
+    return pattern[columns].rename(columns=names).to_csv(index=False).encode()
+
+
+def xrd(structure, key: str = "xrd") -> None:
     from app.plots import xrd_figure
 
     try:
@@ -257,7 +312,10 @@ def xrd(structure) -> None:
     except Exception as exc:  # noqa: BLE001
         show_error(exc, "could not compute the XRD pattern")
         return
-    st.plotly_chart(xrd_figure(pattern), width="stretch")
+    st.plotly_chart(xrd_figure(pattern), width="stretch", key=f"{key}-chart")
+    st.download_button("XRD pattern (CSV with hkl)", xrd_csv(pattern),
+                       file_name=f"{structure.composition.reduced_formula}-xrd.csv", mime="text/csv",
+                       key=f"{key}-csv", icon=":material/download:")
 
 
 def structure_panel(structure, row: Mapping[str, Any], *, title: str, key: str, token_string: str | None = None) -> None:
@@ -299,7 +357,7 @@ def structure_panel(structure, row: Mapping[str, Any], *, title: str, key: str, 
                 st.dataframe(sites, hide_index=True, width="stretch")
     if tab_xrd.open:
         with tab_xrd:
-            xrd(structure)
+            xrd(structure, key=f"{key}-xrd")
 
 
 def _tokens_of(structure) -> str | None:

@@ -18,15 +18,27 @@ from typing import Iterator
 
 from app.checkpoints import finetuned_dir
 
+def _reward_constants() -> tuple[tuple[float, float], float, float]:
+    """(E_hull clip range, E_hull penalty for an unscorable sample, FoM of one) in eV/atom and eV, from the core."""
+    try:
+        from core.scoring import rewards as source    # where the a15 reorganisation puts them
+    except ImportError:
+        from core import ppo as source
+    return tuple(source.EHULL_CLIP), float(source.EHULL_INVALID_PENALTY), float(source.FOM_INVALID_VALUE)
+
+
+_CLIP, _PENALTY, _FOM_INVALID = _reward_constants()
 REWARDS = {
-    "ehull": "stability: r = −E_hull (eV/atom)",
-    "fom": "dielectric: r = FoM = ε_elec·E_g (eV)",
+    "ehull": f"stability: r = −E_hull clipped to [{_CLIP[0]:g}, {_CLIP[1]:g}] eV/atom (unscorable: r = −{_PENALTY:g})",
+    "fom": f"dielectric: r = FoM = ε_elec·E_g (eV; unscorable: r = {_FOM_INVALID:g})",
 }
+COMPILING = ("step 1: compiling the sampler and the PPO update (first step only, tens of seconds on a CPU), "
+             "then sampling, scoring and updating")
 DEFAULT_TAU = {"ehull": 0.1, "fom": 2.0}   # the paper's KL weights (Table S1)
 MAX_STEPS = 50
 MAX_BATCH = 64
 # per-step log columns shown in the page's table (``PPOTrainer.step`` logs; reward-specific ones when present)
-LOG_COLUMNS = {"step": "Step", "reward_mean": "Mean reward", "kl": "KL to base (nats)", "valid_fraction": "Buildable",
+LOG_COLUMNS = {"step": "Step", "reward_mean": "Mean reward", "kl": "KL to base (nats, sample estimate)", "valid_fraction": "Buildable",
                "e_hull_mean": "Mean E_hull (eV/atom)", "stable_fraction": "Stable (< 0.1 eV/atom)",
                "fom_mean": "Mean FoM (eV)", "scored_fraction": "Scored", "seconds": "Seconds"}
 FRACTION_COLUMNS = ("valid_fraction", "stable_fraction", "scored_fraction")   # shown as percentages
@@ -137,3 +149,11 @@ def ppo_steps(policy, request: FineTuneRequest, *, mlip: str = "m3gnet", hull: s
         if done == 0 and not resume:
             shutil.rmtree(out, ignore_errors=True)   # nothing learned: no half-made checkpoint in the pickers
         raise
+
+
+def with_phases(logs: Iterator[dict], job, steps: int) -> Iterator[dict]:
+    """PPO step logs, telling ``job`` what it waits for: compiling during step 1, then step k of n."""
+    job.report(0, steps, COMPILING)
+    for k, log in enumerate(logs, 1):
+        job.report(k, steps, f"PPO step {k + 1} of {steps}: sampling, scoring, updating" if k < steps else "saving")
+        yield log

@@ -57,17 +57,21 @@ def generate(checkpoint, request: GenerateRequest, progress: Callable[[int, int]
                   seed=int(request.seed), progress=progress)
 
 
-def sample_into(pool, checkpoint, request: GenerateRequest, job=None) -> list[int]:
-    """Sample, then replace the pool's generated entries with the new samples; returns their ids."""
+def sample_into(pool, checkpoint, request: GenerateRequest, job=None, run: str | None = None) -> list[int]:
+    """Sample into a new named run of ``pool`` (earlier runs are kept); returns the new ids.
+
+    ``run``: the run's name (default '<n>. <model>'); its settings say model, request and time.
+    """
     from app.pool import GENERATED
 
     if job is not None:
-        job.report(0, request.num, f"sampling with {checkpoint.name}")
+        job.report(0, request.num, f"sampling with {checkpoint.name} (the first batch of a new size includes "
+                                   "compiling the sampler: up to a minute on a CPU)")
     t0 = time.time()
-    samples = generate(checkpoint, request, progress=(lambda d, t: job.report(d, t)) if job is not None else None)
-    pool.clear(GENERATED)
-    ids = pool.add_samples(samples, source=checkpoint.name)
-    pool.generation = {"checkpoint": checkpoint.name, "request": request, "seconds": time.time() - t0}
+    samples = generate(checkpoint, request, progress=(lambda d, t: job.report(d, t, "sampling")) if job is not None else None)
+    made = pool.new_run(GENERATED, model=checkpoint.name, settings=request.describe(), name=run)
+    ids = pool.add_samples(samples, source=checkpoint.name, run=made.name)
+    pool.generation = {"checkpoint": checkpoint.name, "request": request, "seconds": time.time() - t0, "run": made.name}
     return ids
 
 
@@ -101,8 +105,8 @@ def warm_up(checkpoint) -> threading.Thread | None:
 def start_generation(pool, checkpoint, request: GenerateRequest, score_settings=None, name: str = "work"):
     """A background job that samples into ``pool`` and then, with ``score_settings``, scores the samples.
 
-    Items are the (pool id, score row) pairs; the job's phase says what it is doing. Stopping during
-    sampling discards nothing already in the pool (the new samples replace the old only when done).
+    Items are the (pool id, score row) pairs; the job's phase says what it is doing. The samples form a
+    new run next to the earlier ones (nothing already in the pool is replaced).
     """
     from app import scoring
     from app.jobs import Job

@@ -5,8 +5,11 @@ import streamlit as st
 
 from app.paths import PAGES_DIR
 
+DEFAULT_URL = "generate"   # the page a fresh session opens on
+
 PAGES = (
     # file, title, icon, url
+    ("tour.py", "Start here", ":material/flag:", "tour"),
     ("generate.py", "Generate", ":material/auto_awesome:", "generate"),
     ("score.py", "Score", ":material/speed:", "score"),
     ("explore.py", "Explore", ":material/scatter_plot:", "explore"),
@@ -19,8 +22,7 @@ PAGES = (
 
 
 def pages() -> list:
-    return [st.Page(PAGES_DIR / f, title=t, icon=i, url_path=u, default=(k == 0))
-            for k, (f, t, i, u) in enumerate(PAGES)]
+    return [st.Page(PAGES_DIR / f, title=t, icon=i, url_path=u, default=(u == DEFAULT_URL)) for f, t, i, u in PAGES]
 
 
 def link(url: str, label: str | None = None) -> None:

@@ -25,6 +25,7 @@ ARM_COLORS = ("#4C72B0", "#DD8452", "#55A868", "#C44E52")
 GAP_LABEL = "Band gap E<sub>g</sub> (eV)"
 EPS_LABEL = "ε<sub>elec</sub> (dimensionless)"
 EHULL_LABEL = "E<sub>hull</sub> (eV/atom)"
+XRD_LABELLED_PEAKS = 8                   # strongest XRD peaks that carry their hkl on the plot
 
 
 def _layout(fig: go.Figure, height: int, **kw) -> go.Figure:
@@ -40,7 +41,12 @@ def _spacegroup(frame: pd.DataFrame) -> np.ndarray:
 
 
 def plane_points(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows that can be placed on the gap–ε plane (finite E_g and ε_elec), with the plotted columns."""
+    """The rows that can be placed on the gap–ε plane (finite E_g and ε_elec), with the plotted columns.
+
+    ``eligible``: the row may stand on the Pareto front (``app.flags.front_eligible``: no hiding flag, not a metal).
+    """
+    from app.flags import front_eligible
+
     out = pd.DataFrame({
         "id": numeric(frame, "id"),
         "gap": numeric(frame, "band_gap_ev"),
@@ -51,6 +57,8 @@ def plane_points(frame: pd.DataFrame) -> pd.DataFrame:
         "formula": frame["formula"].astype(str).to_numpy() if "formula" in frame else "",
         "gap_std": numeric(frame, "band_gap_ev_std"),     # ± columns (core.scoring.uncertainty), NaN when absent
         "eps_std": numeric(frame, "eps_elec_std"),
+        "eligible": front_eligible(frame) if len(frame) else np.zeros(0, dtype=bool),
+        "trusted": frame["trusted"].to_numpy(dtype=bool) if "trusted" in frame else np.ones(len(frame), dtype=bool),
     })
     return out[np.isfinite(out["gap"]) & np.isfinite(out["eps"])].reset_index(drop=True)
 
@@ -93,6 +101,8 @@ def _iso_lines(fig: go.Figure, x_range, y_range, levels: Sequence[float]) -> Non
 
 
 def _front_trace(points: pd.DataFrame, name: str, color: str) -> go.Scatter | None:
+    """The Pareto front among the points that may stand on it (flagged rows and metals never do)."""
+    points = points[points["eligible"].to_numpy(dtype=bool)]
     fx, fy, idx = pareto_points(points["gap"].to_numpy(), points["eps"].to_numpy())
     if fx.size == 0:
         return None
@@ -123,7 +133,9 @@ def pareto_figure(frame: pd.DataFrame, *, ehull_max: float = 0.4, selected_id: i
     for mask, name in ((has_e, "structures"), (~has_e, "no E<sub>hull</sub>")):
         sub = points[mask]
         custom, template = _hover(sub)
-        marker = dict(size=9, line=dict(width=0.5, color="#333"))
+        # a flagged row (shown only on request) is a cross: its numbers are not judged by the reference
+        marker = dict(size=9, line=dict(width=0.5, color="#333"),
+                      symbol=np.where(sub["trusted"].to_numpy(dtype=bool), "circle", "x").tolist())
         if name == "structures":
             marker.update(color=sub["ehull"], colorscale=EHULL_COLORSCALE, cmin=0.0, cmax=ehull_max,
                           colorbar=dict(title=dict(text=EHULL_LABEL, side="right"), thickness=14))
@@ -212,12 +224,16 @@ def xrd_figure(pattern: pd.DataFrame, wavelength_label: str = "Cu Kα", height: 
     fig.add_trace(go.Scatter(x=two_theta, y=intensity, mode="markers", marker=dict(size=4, color="#1f2d5c"),
                              customdata=hkl, hovertemplate="2θ %{x:.2f}°<br>I %{y:.1f}<br>hkl %{customdata}<extra></extra>",
                              showlegend=False))
+    for k in np.argsort(-intensity)[:XRD_LABELLED_PEAKS]:   # hkl over the strongest peaks
+        if intensity[k] >= 5.0 and hkl[k]:
+            fig.add_annotation(x=two_theta[k], y=intensity[k], text=str(hkl[k]).split(",")[0], showarrow=False,
+                               yanchor="bottom", font=dict(size=10, color="#444"))
     fig.update_xaxes(title=f"2θ (degrees, {wavelength_label})")
-    fig.update_yaxes(title="Intensity (normalised)", rangemode="tozero")
+    fig.update_yaxes(title="Intensity (normalised)", rangemode="tozero", range=[0, 115])
     return _layout(fig, height)
 
 
-PPO_PANELS = (("reward_mean", "Mean reward r"), ("kl", "KL(p<sub>θ</sub> ‖ p<sub>base</sub>) (nats)"),
+PPO_PANELS = (("reward_mean", "Mean reward r"), ("kl", "KL(p<sub>θ</sub> ‖ p<sub>base</sub>), sample estimate (nats)"),
               ("e_hull_mean", "Mean E<sub>hull</sub> (eV/atom)"), ("fom_mean", "Mean FoM (eV)"),
               ("valid_fraction", "Buildable fraction"))
 

@@ -7,7 +7,10 @@ the pages keep one Pool in ``st.session_state``; a scoring thread writes rows in
 """
 from __future__ import annotations
 
+import functools
+import re
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -19,7 +22,33 @@ UPLOADED = "uploaded"
 SCREEN = "screen"                # rows of a large screen (``python -m core screen``), already scored
 
 # columns of the candidate table, in display order (units in the names, see app.tables)
-ENTRY_COLUMNS = ("id", "kind", "source", "formula", "spacegroup", "nsites", "logp", "token_string", "build_error")
+ENTRY_COLUMNS = ("id", "run", "kind", "source", "formula", "spacegroup", "nsites", "logp", "token_string", "build_error",
+                 "elements")
+_ELEMENT = re.compile(r"([A-Z][a-z]?)")
+
+
+def formula_elements(formula: str | None) -> tuple[str, ...]:
+    """Element symbols of a formula string, sorted ('Cs2LiLuF6' -> ('Cs', 'F', 'Li', 'Lu'))."""
+    return tuple(sorted(set(_ELEMENT.findall(formula or ""))))
+
+
+@dataclass(frozen=True)
+class Run:
+    """One named batch of structures: a Generate click, an uploaded file or an opened screen.
+
+    ``name`` is unique in the session and is what the ``run`` column and the run filters show;
+    ``settings`` says how it was made (model, space group, count, temperature, seed; or the file).
+    """
+
+    name: str
+    kind: str                    # GENERATED | UPLOADED | SCREEN
+    model: str | None = None     # checkpoint that generated it (None for uploads)
+    settings: str = ""
+    created: str = field(default_factory=lambda: time.strftime("%H:%M:%S"))
+
+    def describe(self) -> str:
+        made = f"{self.model}, " if self.model else ""
+        return f"{made}{self.settings} · {self.created}".strip(" ·,")
 
 
 @dataclass
@@ -35,10 +64,18 @@ class Entry:
     spacegroup: int | None = None  # the space group it was generated in (uploads: None until scored)
     formula: str | None = None
     error: str | None = None
+    run: str = ""                # name of the Run it belongs to (``Pool.runs``)
 
     @property
     def nsites(self) -> int | None:
         return len(self.structure) if self.structure is not None else None
+
+    @functools.cached_property
+    def elements(self) -> tuple[str, ...]:
+        """Element symbols present (from the structure, else the formula), sorted."""
+        if self.structure is not None:
+            return tuple(sorted({el.symbol for el in self.structure.composition.elements}))
+        return formula_elements(self.formula)
 
 
 @dataclass
@@ -49,27 +86,74 @@ class Pool:
     scores: dict[int, dict] = field(default_factory=dict)
     generation: dict = field(default_factory=dict)
     screens: dict = field(default_factory=dict)   # resolved folder -> what was opened (see app.uploads.open_screen)
+    runs: dict[str, Run] = field(default_factory=dict)   # run name -> Run, in the order they were made
     _next_id: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    # ---- runs ----------------------------------------------------------------------------------
+    def new_run(self, kind: str, model: str | None = None, settings: str = "", name: str | None = None) -> Run:
+        """Register a run; its name is ``name`` when free, else '<n>. <model or kind> · HH:MM:SS' (unique)."""
+        with self._lock:
+            if name is None or name in self.runs:
+                stem = name or f"{model or kind}"
+                n = len(self.runs) + 1
+                while f"{n}. {stem}" in self.runs:
+                    n += 1
+                name = f"{n}. {stem}"
+            run = Run(name, kind, model, settings)
+            self.runs[name] = run
+        return run
+
+    def ensure_run(self, name: str, kind: str, model: str | None = None, settings: str = "") -> Run:
+        """The run called ``name``, registered when new (uploads and screens are named by their file/folder)."""
+        with self._lock:
+            if name not in self.runs:
+                self.runs[name] = Run(name, kind, model, settings)
+            return self.runs[name]
+
+    def remove_run(self, name: str) -> int:
+        """Forget a run, its entries and their scores (only when the user asks); returns entries removed."""
+        with self._lock:
+            gone = [i for i, e in self.entries.items() if e.run == name]
+            for i in gone:
+                self.entries.pop(i)
+                self.scores.pop(i, None)
+            self.runs.pop(name, None)
+        return len(gone)
+
+    def run_names(self) -> list[str]:
+        """Runs that still hold entries, oldest first."""
+        with self._lock:
+            used = {e.run for e in self.entries.values()}
+            return [name for name in self.runs if name in used]
+
     # ---- adding --------------------------------------------------------------------------------
     def _add(self, entry_kw: dict) -> int:
+        entry_kw.setdefault("run", entry_kw.get("source", ""))
         with self._lock:
             i = self._next_id
             self._next_id += 1
             self.entries[i] = Entry(id=i, **entry_kw)
         return i
 
-    def add_samples(self, samples: Sequence[Any], source: str) -> list[int]:
-        """Add ``core.sampler.Sample`` objects; returns their ids."""
-        return [self._add(dict(kind=GENERATED, source=source, structure=s.structure, token_string=s.string,
+    def add_samples(self, samples: Sequence[Any], source: str, run: str | None = None) -> list[int]:
+        """Add ``core.sampler.Sample`` objects (to run ``run``, default: named after ``source``); returns their ids."""
+        if run is None:
+            run = self.ensure_run(source, GENERATED, model=source).name
+        return [self._add(dict(kind=GENERATED, source=source, run=run, structure=s.structure, token_string=s.string,
                                logp=float(s.logp), spacegroup=int(s.spacegroup), formula=s.formula, error=s.error))
                 for s in samples]
 
-    def add_structures(self, structures: Iterable[Any], source: str) -> list[int]:
-        """Add uploaded pymatgen Structures (``source`` = file name); returns their ids."""
-        return [self._add(dict(kind=UPLOADED, source=source, structure=s, formula=s.composition.reduced_formula))
+    def add_structures(self, structures: Iterable[Any], source: str, run: str | None = None) -> list[int]:
+        """Add uploaded pymatgen Structures (``source`` = file name, also the run's name by default); returns ids."""
+        run = run or self.ensure_run(source, UPLOADED, settings=f"uploaded {source}").name
+        return [self._add(dict(kind=UPLOADED, source=source, run=run, structure=s, formula=s.composition.reduced_formula))
                 for s in structures]
+
+    def add_problem(self, source: str, label: str, problem: str, run: str | None = None) -> int:
+        """An uploaded item that could not be read as a structure: a row saying why (never scored)."""
+        run = run or self.ensure_run(source, UPLOADED, settings=f"uploaded {source}").name
+        return self._add(dict(kind=UPLOADED, source=source, run=run, formula=label, error=problem))
 
     def add_scored(self, entries: Iterable[tuple[dict, dict | None]], kind: str, source: str) -> list[int]:
         """Add structures that arrive with their score rows (e.g. a screen's finished rows).
@@ -79,8 +163,9 @@ class Pool:
         row as ``core.scoring.pipeline.score_iter`` yields it. Returns the new ids in input order.
         """
         ids = []
+        self.ensure_run(source, kind, settings=source)
         for fields, row in entries:
-            i = self._add(dict(kind=kind, source=source, **fields))
+            i = self._add(dict(kind=kind, source=source, run=source, **fields))
             if row is not None:
                 self.record_score(i, row)
             ids.append(i)
@@ -110,10 +195,12 @@ class Pool:
 
     # ---- tables --------------------------------------------------------------------------------
     def entries_frame(self) -> pd.DataFrame:
-        """One row per entry (id order): id, kind, source, formula, spacegroup, nsites, logp, token_string, build_error."""
+        """One row per entry (id order): id, run, kind, source, formula, spacegroup, nsites, logp, token_string,
+        build_error, elements (tuple of symbols)."""
         with self._lock:
-            rows = [dict(id=e.id, kind=e.kind, source=e.source, formula=e.formula, spacegroup=e.spacegroup,
-                         nsites=e.nsites, logp=e.logp, token_string=e.token_string, build_error=e.error)
+            rows = [dict(id=e.id, run=e.run, kind=e.kind, source=e.source, formula=e.formula, spacegroup=e.spacegroup,
+                         nsites=e.nsites, logp=e.logp, token_string=e.token_string, build_error=e.error,
+                         elements=e.elements)
                     for _, e in sorted(self.entries.items())]
         return pd.DataFrame(rows, columns=list(ENTRY_COLUMNS))
 
@@ -145,7 +232,8 @@ class Pool:
 def status(row: pd.Series) -> str:
     """One word (and why) for a row: 'not buildable: …', 'queued', 'error: …' or 'scored'."""
     if isinstance(row.get("build_error"), str):
-        return f"not buildable: {row['build_error']}"
+        what = "not usable" if row.get("kind") == UPLOADED else "not buildable"
+        return f"{what}: {row['build_error']}"
     if not row.get("scored"):
         return "queued"
     error = row.get("error")

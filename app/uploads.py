@@ -25,8 +25,29 @@ class UploadReport:
     errors: list[str] = field(default_factory=list)
 
 
+def _without_name(message: str, name: str) -> str:
+    """A reader message without its leading 'file.cif: ' (the page shows the file's name once)."""
+    for prefix in (f"{name}: ", f"{name}#"):
+        if message.startswith(prefix):
+            return message[len(name) + 2:] if prefix.endswith(": ") else message[len(name):]
+    return message
+
+
+def disorder_problem(structure) -> str | None:
+    """Why a disordered structure (partial occupancies) cannot be scored, naming the fix; None when ordered."""
+    if structure.is_ordered:
+        return None
+    mixed = sorted({site.species.reduced_formula for site in structure if not site.is_ordered})
+    return (f"disordered: partial occupancies ({', '.join(mixed[:3])}); the models need one element per site. "
+            "Order it first (e.g. pymatgen's OrderDisorderedStructureTransformation) or upload an ordered supercell.")
+
+
 def ingest(pool: Pool, name: str, data: bytes) -> UploadReport:
-    """Read one uploaded file into ``pool`` (source = file name). Never raises for a bad file."""
+    """Read one uploaded file into ``pool`` as the run ``name``. Never raises for a bad file.
+
+    A structure no model can take (disordered) becomes a row saying why, so it is listed, explained,
+    never sent to a scorer, and removed with its file; the file's other structures are scored.
+    """
     from core.export import read_structures
 
     report = UploadReport(name)
@@ -34,11 +55,48 @@ def ingest(pool: Pool, name: str, data: bytes) -> UploadReport:
         structures, errors = read_structures(data, name)
     except Exception as exc:  # noqa: BLE001 - a reader bug must not lose the other files
         return UploadReport(name, 0, [f"{type(exc).__name__}: {exc}"])
-    report.errors = [str(e) for e in errors]
-    report.added = len(pool.add_structures(structures, source=name))
+    report.errors = [_without_name(str(e), name) for e in errors]
+    usable = []
+    for k, structure in enumerate(structures):
+        problem = disorder_problem(structure)
+        if problem is None:
+            usable.append(structure)
+            continue
+        label = (structure.properties or {}).get("label") or f"{name}#{k + 1}"
+        pool.add_problem(name, structure.composition.reduced_formula, problem)
+        where = label[len(name):] if label.startswith(name) else label     # "" or "#2" (several in one file)
+        report.errors.append(f"{where}: {problem}" if where else problem)
+    report.added = len(pool.add_structures(usable, source=name))
     if not structures and not report.errors:
         report.errors.append("no structure found in this file")
     return report
+
+
+def sync_uploads(pool: Pool, files, known: dict, reports: dict) -> None:
+    """Make the pool follow the uploader: new files are read in, files removed from it lose their structures.
+
+    ``known``: (file name, size) -> run name, ``reports``: run name -> UploadReport (kept in the session).
+    """
+    present = {(f.name, f.size): f for f in files or []}
+    for tag in [t for t in known if t not in present]:
+        run = known.pop(tag)
+        pool.remove_run(run)
+        reports.pop(run, None)
+    for tag, f in present.items():
+        if tag in known:
+            continue
+        run = f.name if f.name not in pool.runs else f"{f.name} ({len(known) + 1})"
+        report = ingest(pool, run, f.getvalue())
+        known[tag] = run
+        reports[run] = report
+
+
+def remove_upload(pool: Pool, run: str, known: dict, reports: dict) -> None:
+    """Remove an uploaded file's structures (the Remove button; the uploader may still list the file)."""
+    pool.remove_run(run)
+    reports.pop(run, None)
+    for tag in [t for t, r in known.items() if r == run]:
+        known[tag] = None   # still in the uploader, but removed: not read again
 
 
 # ---------------------------------------------------------------------------------------------- screens

@@ -125,11 +125,25 @@ def sidebar_checkpoint() -> None:
             warm_up(loaded)  # compile the sampler in the background before the first Generate click
             facts = ck.describe(loaded)
             st.markdown("\n".join(f"- **{k}**: {v}" for k, v in facts.items() if k != "name"))
+        if ref is not None:
+            model_card_popover(ref)
         running = state.any_running()
         if running:
             st.markdown("### Running")
             for job in running:
                 st.caption(f"{job.name}: {job.status_line()}")
+
+
+def model_card_popover(ref: ck.CheckpointRef) -> None:
+    """The checkpoint's MODEL_CARD.md (what it is, its size and data) one click from the sidebar."""
+    card = ck.model_card(ref)
+    with st.popover("Model card", icon=":material/description:", width="stretch",
+                    help="what this checkpoint is, how big, trained on what, and its limits"):
+        if card:
+            st.markdown(card)
+        else:
+            st.markdown(f"**{ref.label}** ships no MODEL_CARD.md (expected in {ref.path}). The facts above come "
+                        "from its config and meta.json.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,3 +283,36 @@ def job_progress(job: Job | None, *, label: str, on_finish: Callable[[], None] |
             st.rerun()
 
     block()
+
+
+# ---------------------------------------------------------------------------------------------
+# the chemist's filters (Score, Explore)
+# ---------------------------------------------------------------------------------------------
+def chemistry_filters(frame, pool, key: str) -> dict:
+    """Run, element (contains / excludes), formula, crystal system and space group filters in one expander.
+
+    Returns keyword arguments for ``app.explore.Filters`` (empty selections filter nothing). The
+    choices survive page switches (``state.kept``).
+    """
+    from app.explore import CRYSTAL_SYSTEMS, spacegroup_numbers
+
+    runs = pool.run_names()
+    present = sorted({el for els in frame.get("elements", []) for el in (els or ())})
+    groups = sorted({int(g) for g in spacegroup_numbers(frame) if g == g})
+    active = sum(bool(st.session_state.get(f"{key}-{k}")) for k in ("runs", "contains", "excludes", "formula",
+                                                                     "systems", "groups"))
+    title = "Filter by run, elements, formula, symmetry" + (f" ({active} active)" if active else "")
+    with st.expander(title, expanded=bool(active), icon=":material/filter_alt:"):
+        c1, c2, c3 = st.columns([2, 1.5, 1.5])
+        chosen_runs = c1.multiselect("Runs", runs, key=state.kept(f"{key}-runs"), placeholder="all runs",
+                                     help="Each Generate click, uploaded file and screen is a run; several side by side")
+        contains = c2.multiselect("Contains all of", present, key=state.kept(f"{key}-contains"), placeholder="any element")
+        excludes = c3.multiselect("Contains none of", present, key=state.kept(f"{key}-excludes"), placeholder="none excluded")
+        d1, d2, d3 = st.columns([1.5, 2, 1.5])
+        formula = d1.text_input("Formula contains", key=state.kept(f"{key}-formula"), placeholder="e.g. CsF or Li",
+                                help="case-insensitive part of the reduced formula")
+        systems = d2.multiselect("Crystal system", CRYSTAL_SYSTEMS, key=state.kept(f"{key}-systems"), placeholder="any")
+        chosen_groups = d3.multiselect("Space group", groups, key=state.kept(f"{key}-groups"), placeholder="any",
+                                       help="as found by spglib (0.1 Å) when scored, else the one generated in")
+    return dict(runs=tuple(r for r in chosen_runs if r in runs), contains=tuple(contains), excludes=tuple(excludes),
+                formula=formula or "", crystal_systems=tuple(systems), spacegroups=tuple(int(g) for g in chosen_groups))

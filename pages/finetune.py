@@ -42,8 +42,9 @@ def launch(policy, request: finetune.FineTuneRequest, history: list) -> None:
     """Start (or, with an earlier ``history``, continue) the PPO run as the background job 'finetune'."""
     settings = state.score_settings()
     resume = bool(history)
-    state.set_job("finetune", Job("fine-tuning", lambda stop, job: finetune.ppo_steps(
-        policy, request, mlip=settings.mlip, hull=settings.hull, resume=resume), total=request.steps).start())
+    state.set_job("finetune", Job("fine-tuning", lambda stop, job: finetune.with_phases(finetune.ppo_steps(
+        policy, request, mlip=settings.mlip, hull=settings.hull, resume=resume), job, request.steps),
+        total=request.steps).start())
     state.put(state.FINETUNE, {"request": request, "from": policy.name, "policy": policy, "history": history})
     st.rerun()
 
@@ -78,6 +79,9 @@ else:
     history = run.get("history", []) + list(job.items)
     if history:
         st.plotly_chart(ppo_figure(history), width="stretch", key="ft-curves")
+        st.caption("KL to base is a sample estimate: the mean of ln p_θ(x) − ln p_base(x) over the step's samples "
+                   "(nats per crystal). The true KL is ≥ 0; a small batch can give a negative estimate. "
+                   f"Reward: {finetune.REWARDS[request.reward]}.")
         percent = st.column_config.NumberColumn(format="percent")
         st.dataframe(finetune.log_table(history), width="stretch", hide_index=True, height=min(400, 38 + 35 * len(history)),
                      column_config={finetune.LOG_COLUMNS[c]: percent for c in finetune.FRACTION_COLUMNS})

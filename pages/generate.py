@@ -5,6 +5,7 @@ from app import scoring, state, tables, uploads, widgets
 from app.generation import GenerateRequest, sample_summary, start_generation, with_spacegroup_labels
 from app.navigation import link
 from app.pool import GENERATED
+from core.errors import InvalidInputError
 
 widgets.page_header("Generate", "Sample crystals from the model in the sidebar: pick a space group, how many, "
                                 "the sampling temperature and which elements may appear.")
@@ -16,9 +17,11 @@ last = pool.generation.get("request") or GenerateRequest()
 with st.form("generate-form", border=True):
     c1, c2, c3, c4 = st.columns([2.2, 1, 1, 1])
     spacegroup = widgets.spacegroup_picker("gen-sg", default=last.spacegroup, container=c1)
-    num = c2.number_input("Samples", 1, 1000, int(last.num), step=10, key="gen-num")
-    temperature = c3.number_input("Temperature", 0.1, 3.0, float(last.temperature), step=0.1, key="gen-temp",
-                                  format="%.2f", help="1 samples the model's own distribution; lower is more conservative")
+    num = c2.number_input("Samples", value=int(last.num), step=10, key="gen-num",
+                          help="1 to 1000 per run (the paper uses 1000)")
+    temperature = c3.number_input("Temperature", value=float(last.temperature), step=0.1, key="gen-temp",
+                                  format="%.2f", help="must be positive: 1 samples the model's own distribution; "
+                                                      "lower is more conservative")
     seed = c4.number_input("Seed", 0, 2**31 - 1, int(last.seed), key="gen-seed", help="same seed, same crystals")
     e1, e2, e3 = st.columns([2, 2, 1.2])
     elements = e1.multiselect("Only these elements (optional)", widgets.element_symbols(), default=list(last.elements),
@@ -31,13 +34,18 @@ with st.form("generate-form", border=True):
 
 if submitted:
     request = GenerateRequest(spacegroup, int(num), float(temperature), tuple(elements), tuple(exclude), int(seed))
-    checkpoint = widgets.load_checkpoint(ref)
-    if checkpoint is not None:
-        settings, notes = None, []
-        if auto_score:
-            settings, notes = scoring.effective(state.score_settings())
-        if widgets.launch(state.WORK, lambda: start_generation(pool, checkpoint, request, settings), notes, "generate"):
-            st.rerun()
+    try:
+        request.check()          # out-of-range counts or temperatures are said here, before any model loads
+    except InvalidInputError as exc:
+        widgets.show_error(exc, "cannot generate")
+    else:
+        checkpoint = widgets.load_checkpoint(ref)
+        if checkpoint is not None:
+            settings, notes = None, []
+            if auto_score:
+                settings, notes = scoring.effective(state.score_settings())
+            if widgets.launch(state.WORK, lambda: start_generation(pool, checkpoint, request, settings), notes, "generate"):
+                st.rerun()
 
 work = state.job(state.WORK)
 widgets.job_progress(work, label="Progress", key="gen-work", rerun_on_progress_s=1.5)
@@ -45,22 +53,38 @@ frame = pool.entries_frame()
 generated = frame[frame["kind"] == GENERATED]
 if generated.empty:
     if not (work and work.running):
-        st.info("No samples yet: choose settings and press **Generate**.")
+        st.info("No samples yet: choose settings and press **Generate**. Each click makes a new run; earlier runs "
+                "are kept side by side until you remove them.")
 else:
-    info = pool.generation
-    if info:
-        st.caption(f"{info['request'].describe()} · model {info['checkpoint']} · {info['seconds']:.1f} s")
+    runs = [r for r in pool.run_names() if pool.runs[r].kind == GENERATED]
+    latest = pool.generation.get("run")
+    if latest in runs and state.get("gen-run-latest") != latest:   # a new run is shown first
+        state.put("gen-run-latest", latest)
+        st.session_state["gen-run"] = latest
+    if st.session_state.get("gen-run") not in runs:
+        st.session_state["gen-run"] = runs[-1]
+    shown_run = st.selectbox("Run", runs[::-1], key="gen-run",
+                             help="every Generate click is a run; all of them are on Score and Explore")
+    info = pool.runs[shown_run]
+    rows = generated[generated["run"] == shown_run]
+    seconds = pool.generation.get("seconds") if pool.generation.get("run") == shown_run else None
+    st.caption(f"{info.describe()}" + (f" · {seconds:.1f} s" if seconds is not None else "")
+               + f" · {len(runs)} generated run(s) in this session")
     cols = st.columns(4)
-    for col, (name, value) in zip(cols, sample_summary(generated).items()):
+    for col, (name, value) in zip(cols, sample_summary(rows).items()):
         col.metric(name, value)
-    view = tables.view(with_spacegroup_labels(generated), tables.SAMPLE_VIEW)
+    view = tables.view(with_spacegroup_labels(rows), tables.SAMPLE_VIEW)
     st.dataframe(view, hide_index=True, width="stretch", column_config=tables.column_config(view.columns),
                  height=min(600, 38 + 35 * len(view)))
-    c1, c2, _ = st.columns([1, 1, 4])
+    c1, c2, c3, _ = st.columns([1, 1, 1.3, 3])
     with c1:
         link("score", "Score these →")
     with c2:
         link("explore", "Explore →")
+    if c3.button("Remove this run", key="gen-remove", icon=":material/delete:", disabled=bool(work and work.running),
+                 help="forget this run's samples and their scores (other runs stay)"):
+        pool.remove_run(shown_run)
+        st.rerun()
 
 with st.expander("Open large-screen results", expanded=bool(pool.screens), icon=":material/folder_open:"):
     st.caption("A screen run with `python -m core screen --out FOLDER` (finished or still running) opens here; its "

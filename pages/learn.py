@@ -4,6 +4,7 @@ import streamlit as st
 
 from app import detail, state, widgets
 from core import explain as learn
+from app.learning import partial_structure, sites_complete, token_table
 from app.plots import temperature_figure, token_probability_figure
 
 widgets.page_header("Learn", "How CrystalFormer writes a crystal: symmetry first (space group, Wyckoff "
@@ -53,13 +54,10 @@ if one:
     k = st.slider("Step", 1, len(steps), len(steps), key="learn-step",
                   help="Move through the sequence; the chart shows the model's choice at this step")
     left, right = st.columns([3, 2])
-    table = learn.steps_frame(steps).iloc[:k]
+    table = token_table(steps).iloc[:k]
     with left:
         st.dataframe(table, hide_index=True, width="stretch", height=min(420, 38 + 35 * len(table)),
-                     column_config={"probability": st.column_config.ProgressColumn("Probability", format="%.3f",
-                                                                                    min_value=0.0, max_value=1.0),
-                                    "logp": st.column_config.NumberColumn("log p (nats)", format="%.2f"),
-                                    "site": st.column_config.NumberColumn("Site", format="%d")})
+                     column_config={"step": st.column_config.NumberColumn("Step", format="%d")})
     with right:
         step = steps[k - 1]
         if step.discrete and len(step.options):
@@ -69,8 +67,14 @@ if one:
             st.info(f"Step {k} ({step.kind}) is continuous: {step.note}. "
                     + (f"Log-density {step.logp:.2f}." if step.logp is not None else ""))
     if s.structure is not None:
-        with st.expander("The finished crystal in 3D", expanded=False):
-            detail.viewer(s.structure, key="learn-view")
+        placed = sites_complete(steps, k)
+        st.markdown(f"**The crystal so far**: {placed} of {s.tokens.num_sites} sites written"
+                    + (" (drawn in the final cell: the lattice tokens come last)" if placed else ""))
+        partial = partial_structure(s.tokens, placed)
+        if partial is None:
+            st.caption("No site is complete yet: move the step slider past the first site's z coordinate.")
+        else:
+            detail.viewer(partial, key=f"learn-view-{placed}")
     else:
         st.warning(f"This token sequence does not make a valid structure: {s.error}")
 

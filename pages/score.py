@@ -2,6 +2,8 @@
 import streamlit as st
 
 from app import state, tables, uploads, widgets
+from app.explore import Filters, chemistry_mask
+from app.flags import annotate
 from app.navigation import link
 from app.pool import counts
 
@@ -13,22 +15,25 @@ settings = widgets.score_settings_form("score")
 
 with st.expander("Add your own structures (CIF, POSCAR, extxyz, pymatgen JSON)", expanded=False):
     files = st.file_uploader("Structure files", accept_multiple_files=True, key="score-upload",
-                             help="Each file may hold several structures; they are scored alongside the samples")
-    seen = state.get("uploaded-files", set())
-    reports = state.get("upload-reports", [])
-    for f in files or []:
-        tag = (f.name, f.size)
-        if tag in seen:
-            continue
-        seen.add(tag)
-        reports.append(uploads.ingest(pool, f.name, f.getvalue()))
-    state.put("uploaded-files", seen)
+                             help="Each file may hold several structures; they are scored alongside the samples. "
+                                  "Removing a file here removes its structures.")
+    known = state.get("upload-known") or {}
+    reports = state.get("upload-reports")
+    reports = reports if isinstance(reports, dict) else {}
+    uploads.sync_uploads(pool, files, known, reports)
+    state.put("upload-known", known)
     state.put("upload-reports", reports)
-    for r in reports:
-        if r.added:
-            st.success(f"{r.name}: {r.added} structure(s) added", icon=":material/check_circle:")
-        for e in r.errors:
-            st.warning(f"{r.name}: {e}", icon=":material/warning:")
+    for run, r in list(reports.items()):
+        c1, c2 = st.columns([8, 1], vertical_alignment="center")
+        added = f"{r.added} structure(s) added" if r.added else "nothing added"
+        problems = "".join(f"\n- {e}" for e in r.errors)
+        box = c1.warning if r.errors else c1.success
+        box(f"**{r.name}**: {added}" + (f"; {len(r.errors)} problem(s):{problems}" if r.errors else ""),
+            icon=":material/warning:" if r.errors else ":material/check_circle:")
+        if c2.button("Remove", key=f"upload-remove-{run}", icon=":material/delete:",
+                     help="remove this file's structures and scores"):
+            uploads.remove_upload(pool, run, known, reports)
+            st.rerun()
 
 frame = pool.scored_frame()
 n = counts(frame)
@@ -54,11 +59,16 @@ if n["total"] == 0:
     st.info("Nothing to score yet: generate samples first, or upload structure files above.")
     link("generate", "Go to Generate")
 else:
-    view = tables.view(pool.scored_frame(), tables.SCORE_VIEW)
+    everything = annotate(pool.scored_frame())
+    chemistry = widgets.chemistry_filters(everything, pool, key="score")
+    listed = everything[chemistry_mask(everything, Filters(**chemistry))]
+    if len(listed) < len(everything):
+        st.caption(f"{len(listed)} of {len(everything)} structures match the filters.")
+    view = tables.view(listed, tables.SCORE_VIEW)
     st.dataframe(view, hide_index=True, width="stretch", column_config=tables.column_config(view.columns),
                  height=min(640, 38 + 35 * len(view)), key="score-table")
-    scored = pool.scored_frame(only_scored=True)
+    scored = listed[listed["scored"]]
     if len(scored):
-        st.download_button("Download scores (CSV)", scored.drop(columns=["kind"]).to_csv(index=False).encode(),
+        st.download_button("Download scores (CSV)", scored.drop(columns=["kind", "elements", "trusted"]).to_csv(index=False).encode(),
                            file_name="scores.csv", mime="text/csv", key="score-csv")
         link("explore", "Explore the scored structures →")

@@ -9,13 +9,19 @@ expected numbers independently of the app:
     fom_ev       = eps_elec × band_gap_ev
     e_above_hull = 0.02 × (atoms in cell)           (eV/atom)
 
-A structure containing Og gets an error row, as the real pipeline does for an unsupported element.
+A structure containing Og gets an error row, as the real pipeline does for an unsupported element; one
+containing La gets e_above_hull = 46.6 eV/atom (the absurd value issue #18 saw ranked first), which
+``core.scoring.sanity`` flags as unphysical; a disordered one gets the pipeline's "disordered" error.
+Rows carry the ``flags`` column when the pipeline has one.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from core.scoring.pipeline import COLUMNS
+from core.scoring.sanity import row_flags
+
+ABSURD_E_HULL_EV = 46.6   # eV/atom: the fake's E_hull for La compounds (unphysical: flagged)
 
 TINY = dict(num_layers=1, num_heads=1, key_size=8, model_size=8, embed_size=8, h0_size=8, Kx=4, Kl=2)
 
@@ -49,10 +55,16 @@ def fake_score_iter(structures, *, mlip=None, relax=False, hull=None, properties
             row = dict.fromkeys(COLUMNS)
             row.update(formula=s.composition.reduced_formula, nsites=len(s), relaxed=False, spacegroup=None,
                        struct_valid=True, comp_valid=True, unique=True, novel=None, hull_reference="fake")
-            if "Og" in s.composition:
+            if not s.is_ordered:
+                row["error"] = "disordered structure (partial occupancies are not supported)"
+            elif "Og" in s.composition:
                 row["error"] = "energy: element Og not covered by fake"
             else:
                 row.update(expected(s), energy_per_atom=-1.0, e_form_per_atom=-0.5)
+                if "La" in s.composition:
+                    row["e_above_hull"] = ABSURD_E_HULL_EV
+            if "flags" in row:
+                row["flags"] = ";".join(row_flags(row))
             yield i, row
         if progress is not None:
             progress(min(start + batch_size, len(structures)), len(structures))

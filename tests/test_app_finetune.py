@@ -43,7 +43,7 @@ def test_continue_resumes_the_run_against_the_original_base_and_the_result_is_se
     out = finetune.output_dir("tiny-ppo")
     assert json.loads((out / "ppo_state.json").read_text())["step"] == 2
     table = at.dataframe[0].value
-    assert list(table["Step"]) == [1, 2] and {"Mean reward", "KL to base (nats)", "Buildable"} <= set(table.columns)
+    assert list(table["Step"]) == [1, 2] and {"Mean reward", "KL to base (nats, sample estimate)", "Buildable"} <= set(table.columns)
 
     button(at, "Use it in the sidebar").click().run()
     assert at.sidebar.selectbox(key="sidebar-ckpt-choice").value == "tiny-ppo (fine-tuned)"

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 
+from app.flags import annotate
 from app import checkpoints, compare, detail, explore, finetune, generation, shortlisting, tables
 from core import explain as learn
 from core.scoring import pareto
@@ -161,17 +162,24 @@ def scored_frame() -> pd.DataFrame:
 def test_filters_by_ehull_validity_and_uniqueness():
     f = scored_frame()
     ids = lambda flt: list(explore.apply_filters(f, flt)["id"])
-    assert ids(explore.Filters()) == [0, 1, 2, 3]                       # unscored row 4 never shown
-    assert ids(explore.Filters(ehull_max=0.1)) == [0, 2, 3]             # NaN E_hull kept by default
-    assert ids(explore.Filters(ehull_max=0.1, keep_missing_ehull=False)) == [0, 3]
-    assert ids(explore.Filters(valid_only=True)) == [0, 3]
-    assert ids(explore.Filters(unique_only=True)) == [0, 1, 2]
+    assert ids(explore.Filters()) == [0, 3]             # unscored row 4 never shown; invalid rows 1, 2 flagged
+    every = lambda **kw: explore.Filters(show_flagged=True, **kw)
+    assert ids(every()) == [0, 1, 2, 3]
+    assert ids(explore.Filters(ehull_max=0.01)) == [0] and ids(explore.Filters(ehull_max=1.0)) == [0, 3]  # limits
+    assert ids(every(ehull_max=0.01)) == [0, 1, 2]         # shown flagged rows: their E_hull is not judged, not limited
+    missing = f.assign(struct_valid=True, comp_valid=True)  # all judged: row 2 has no E_hull
+    assert ids(explore.Filters(ehull_max=0.1)) == [0, 3] and list(explore.apply_filters(missing, explore.Filters(
+        ehull_max=0.1))["id"]) == [0, 2, 3]                 # NaN E_hull kept by default
+    assert list(explore.apply_filters(missing, explore.Filters(ehull_max=0.1, keep_missing_ehull=False))["id"]) == [0, 3]
+    assert ids(every(valid_only=True)) == [0, 3]
+    assert ids(every(unique_only=True)) == [0, 1, 2]
     assert not explore.has_novelty(f)
 
 
 def test_ranking_and_plot_click_parsing():
     f = scored_frame()
     assert explore.ranked_ids(f) == [4, 1, 2, 0, 3]                     # FoM descending, NaN last
+    assert explore.ranked_ids(annotate(f)) == [4, 0, 3, 1, 2]           # flagged (invalid) rows never first
     event = {"selection": {"points": [{"curve_number": 3, "customdata": [2.0, "C", 225, 7.0, np.nan]}]}}
     assert explore.clicked_id(event) == 2
     assert explore.clicked_id({"selection": {"points": [{"x": 1}]}}) is None   # an iso-line has no id
@@ -244,11 +252,13 @@ def test_pareto_figure_places_points_front_and_iso_lines():
     from app.plots import compare_plane_figure, ehull_histogram, pareto_figure
 
     f = scored_frame()
-    fig = pareto_figure(explore.apply_filters(f, explore.Filters()), selected_id=1)
+    fig = pareto_figure(explore.apply_filters(f, explore.Filters(show_flagged=True)), selected_id=1)
     names = [t.name for t in fig.data]
     assert "Pareto front" in names and "selected" in names
     front = next(t for t in fig.data if t.name == "Pareto front")
-    assert list(front.x) == [1, 2, 4] and list(front.y) == [5, 3.5, 3]   # ids 0, 2, 1; id 3 has no gap
+    assert list(front.x) == [1] and list(front.y) == [5]   # id 0; ids 1, 2 are invalid (flagged); id 3 has no gap
+    points = next(t for t in fig.data if t.name == "structures")
+    assert list(points.marker.symbol) == ["circle", "x"]              # a shown flagged row is a cross (ids 0, 1)
     iso = [t for t in fig.data if t.legendgroup == "iso"]
     assert len(iso) == 3
     for t, fom in zip(iso, (5.0, 10.0, 20.0)):
@@ -369,12 +379,45 @@ def test_shortlist_properties_and_edits():
 
 
 def test_rates_table_formats_summaries():
-    table = compare.rates_table({"base": {"n_structures": 10.0, "stability_rate": 0.447, "mean_fom_ev": 3.14159,
+    table = compare.rates_table({"base": {"n_structures": 10.0, "stable_judged": 0.447, "median_fom_ev": 3.14159,
                                           "novelty": float("nan")}})
-    assert table.loc["Stable (E_hull < 0.1 eV/atom)", "base"] == "44.7 %"
-    assert table.loc["Mean FoM ε·E_g (eV)", "base"] == "3.14"
+    assert table.loc["Stable (judged, E_hull < 0.1 eV/atom)", "base"] == "44.7 %"
+    assert table.loc["Median FoM ε·E_g (eV, judged rows)", "base"] == "3.14"
     assert table.loc["Novel", "base"] == "–" and table.loc["Samples", "base"] == "10"
     assert compare.arm_labels("base", "base") == ("base (A)", "base (B)")
+
+
+def arm_frame(e_hull, fom, gap):
+    n = len(e_hull)
+    return pd.DataFrame({"id": range(n), "formula": ["X"] * n, "build_error": [None] * n, "scored": [True] * n,
+                         "e_above_hull": e_hull, "energy_per_atom": [-3.0] * n, "fom_ev": fom, "band_gap_ev": gap,
+                         "eps_elec": [4.0] * n, "struct_valid": [True] * n, "comp_valid": [True] * n,
+                         "unique": [True] * n, "novel": [None] * n, "error": [None] * n})
+
+
+def test_compare_uses_medians_of_judged_rows_and_rates_of_all_samples():
+    # one absurd row (46.6 eV/atom above the hull, issue #18) must not move the summary
+    summary = compare.arm_summary(arm_frame([0.02, 0.05, 46.6, 0.08], [12.0, 8.0, 100.0, 3.0], [3.0, 2.0, 25.0, 0.0]))
+    assert summary["judged"] == 0.75 and summary["stable_judged"] == 0.75
+    assert summary["median_e_above_hull"] == 0.05 and summary["median_fom_ev"] == 8.0
+    assert summary["fom_over_10"] == 0.25          # the absurd row's FoM of 100 eV is not counted
+    assert summary["mean_e_above_hull"] > 11       # what a mean would have said (the old table)
+    other = compare.arm_summary(arm_frame([0.5, 0.6], [20.0, 30.0], [4.0, 5.0]))
+    lines = compare.findings({"base": summary, "rl": other})
+    assert "rl has a lower judged-stable fraction than base: 75.0 % → 0.0 %." in lines[0]
+    assert any(line.startswith("Here, rl has a higher median FoM") for line in lines)
+
+
+def test_model_facts_say_size_and_data():
+    from types import SimpleNamespace
+
+    ck = SimpleNamespace(meta={"param_count": 447143, "train_size": 5177, "val_size": 575, "ppo_steps": 100,
+                               "reward": "fom"}, params={})
+    facts = compare.model_facts(ck)
+    assert facts == {"parameters": "0.45 M", "training crystals": "5,177 (+575 validation)", "crystals seen": "5,752",
+                     "RL": "100 PPO steps, reward fom"}
+    assert compare.sizes_line({"rl-fom": facts}) == ("**rl-fom**: 0.45 M parameters, trained on 5,177 (+575 validation) "
+                                                     "crystals, 100 PPO steps, reward fom")
 
 
 def test_error_text_levels():
