@@ -18,20 +18,21 @@ from typing import Iterator
 
 from app.checkpoints import finetuned_dir
 
-def _reward_constants() -> tuple[tuple[float, float], float, float]:
-    """(E_hull clip range, E_hull penalty for an unscorable sample, FoM of one) in eV/atom and eV, from the core."""
-    try:
-        from core.scoring import rewards as source    # where the a15 reorganisation puts them
-    except ImportError:
-        from core import ppo as source
-    return tuple(source.EHULL_CLIP), float(source.EHULL_INVALID_PENALTY), float(source.FOM_INVALID_VALUE)
+def _reward_labels() -> dict[str, str]:
+    """What each built-in reward pays, with the core's own constants (eV/atom, eV)."""
+    from core.scoring import rewards
+
+    penalty = rewards.UNJUDGED_EHULL_PENALTY_EV
+    stable = rewards.STABILITY_THRESHOLD_EV
+    return {
+        "ehull": (f"stability: r = −max(E_hull, 0) eV/atom where the hull can judge the sample (below-hull values "
+                  f"count as 0); unjudged or unscorable: r = −{penalty:g}"),
+        "fom": (f"dielectric: r = FoM = ε_elec·E_g (eV) where a judged hull puts E_hull ≤ {stable:g} eV/atom, fading "
+                f"to 0 at {stable + rewards.FOM_FADE_EV:g}; otherwise r = 0"),
+    }
 
 
-_CLIP, _PENALTY, _FOM_INVALID = _reward_constants()
-REWARDS = {
-    "ehull": f"stability: r = −E_hull clipped to [{_CLIP[0]:g}, {_CLIP[1]:g}] eV/atom (unscorable: r = −{_PENALTY:g})",
-    "fom": f"dielectric: r = FoM = ε_elec·E_g (eV; unscorable: r = {_FOM_INVALID:g})",
-}
+REWARDS = _reward_labels()
 COMPILING = ("step 1: compiling the sampler and the PPO update (first step only, tens of seconds on a CPU), "
              "then sampling, scoring and updating")
 DEFAULT_TAU = {"ehull": 0.1, "fom": 2.0}   # the paper's KL weights (Table S1)
@@ -40,8 +41,8 @@ MAX_BATCH = 64
 # per-step log columns shown in the page's table (``PPOTrainer.step`` logs; reward-specific ones when present)
 LOG_COLUMNS = {"step": "Step", "reward_mean": "Mean reward", "kl": "KL to base (nats, sample estimate)", "valid_fraction": "Buildable",
                "e_hull_mean": "Mean E_hull (eV/atom)", "stable_fraction": "Stable (< 0.1 eV/atom)",
-               "fom_mean": "Mean FoM (eV)", "scored_fraction": "Scored", "seconds": "Seconds"}
-FRACTION_COLUMNS = ("valid_fraction", "stable_fraction", "scored_fraction")   # shown as percentages
+               "fom_mean": "Mean FoM (eV)", "judged_fraction": "Judged by the hull", "scored_fraction": "Scored", "seconds": "Seconds"}
+FRACTION_COLUMNS = ("valid_fraction", "stable_fraction", "judged_fraction", "scored_fraction")   # shown as percentages
 
 
 def _ehull_reward(mlip: str, hull: str):
@@ -53,7 +54,7 @@ def _ehull_reward(mlip: str, hull: str):
 def _fom_reward(mlip: str, hull: str):
     from core.scoring.rewards import FomReward
 
-    return FomReward()
+    return FomReward(mlip=mlip, hull=hull)
 
 
 # reward key -> factory(mlip name, hull kind) -> callable on structures (tests swap in fast fakes)

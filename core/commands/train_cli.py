@@ -153,10 +153,10 @@ def cmd_rl(args) -> int:
     base = load_checkpoint(args.base, args.config) if args.base else policy
     cfg = PPOConfig(steps=args.steps, batch_size=args.batch_size, tau=preset["tau"] if args.tau is None else args.tau,
                     lr=args.lr, spacegroups=spacegroups, seed=args.seed)
-    reward = EhullReward(mlip=args.mlip, hull=args.hull) if args.reward == "ehull" else FomReward()
+    reward = EhullReward(mlip=args.mlip, hull=args.hull) if args.reward == "ehull" else FomReward(mlip=args.mlip, hull=args.hull)
     out = Path(args.out)
     trainer = PPOTrainer(policy, reward, cfg, base=base, out=out,
-                         meta={"reward": args.reward, "mlip": args.mlip if args.reward == "ehull" else None})
+                         meta={"reward": args.reward, "mlip": args.mlip, "hull": args.hull})
     if trainer.state.step:
         print(f"resuming at step {trainer.state.step}", file=sys.stderr)
     for log in trainer.run():

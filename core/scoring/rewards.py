@@ -1,15 +1,21 @@
 """RL rewards on structures, built on the public ``score()`` table (``core.scoring.pipeline``).
 
-A reward is any callable ``list[Structure | None] -> rewards`` (None: a sample that could not be
-built); ``core.ppo.PPOTrainer`` takes one. The two built in here are the paper's:
+A reward is any callable ``list[Structure | None] -> (rewards, stats)`` (None: a sample that could not be
+built); ``core.ppo.PPOTrainer`` takes one. The two built in here are the paper's, made so they cannot be
+gamed (a model finds every blind spot of its reward):
 
-* ``EhullReward``: r(x) = −E_hull(x) in eV/atom from an MLIP and a hull reference;
-* ``FomReward``: r(x) = ε_elec(x) · E_g(x) in eV (figure of merit), from the band-gap and dielectric
-  models, with no energy computed (stability is judged afterwards, as in the paper).
+* ``EhullReward``: r(x) = −max(E_hull(x), 0) in eV/atom on rows the hull can judge
+  (``core.scoring.sanity.judged``: hull coverage full or completed, no error, valid, not unphysical, not
+  more than 0.1 eV/atom below the hull); every other sample gets −``UNJUDGED_EHULL_PENALTY_EV``, the worst
+  a judged row can score, so moving into chemical systems the reference cannot judge never pays, and an
+  MLIP artefact below the hull earns no more than being on it;
+* ``FomReward``: ε_elec(x) · E_g(x) in eV, counted in full only on judged rows with E_hull ≤ 0.1 eV/atom
+  and fading to 0 at 0.2 eV/atom; 0 (the least a FoM can be) for the rest. So it needs an energy and a
+  hull, unlike the paper's property-only reward, whose optimum was a few unstable rock salts.
 
 Each turns the score table into rewards with one module-level function (``ehull_reward_values``,
 ``fom_reward_values``), so how a scored row earns its reward is written once and can be tested on a
-table without any model. Unjudgeable samples (unbuildable, unscorable) earn the penalty value.
+table without any model. ``hull="bundled+complete"`` completes uncovered systems and so judges more rows.
 """
 from __future__ import annotations
 
@@ -20,12 +26,60 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.scoring.metrics import STABILITY_THRESHOLD_EV
 from core.scoring.mlip import DEFAULT_MLIP
+from core.scoring.sanity import UNPHYSICAL_E_HULL_EV, judged, may_call_stable
 
-EHULL_INVALID_PENALTY = 5.0    # eV/atom: an unbuildable or unscorable sample counts as 5 eV/atom above the hull
-EHULL_CLIP = (-1.0, 5.0)       # eV/atom: clip E_hull so a few outliers (or MLIP holes) cannot dominate a batch
-FOM_INVALID_VALUE = 0.0        # eV: an unscorable sample has no figure of merit
-STABLE_EV = 0.1                # eV/atom: "stable_fraction" counts E_hull below this
+UNJUDGED_EHULL_PENALTY_EV = UNPHYSICAL_E_HULL_EV  # eV/atom: an unjudged row scores as the worst judged one
+FOM_FADE_EV = 0.1   # eV/atom above the stability threshold over which the FoM reward fades to 0
+
+
+
+def ehull_reward_values(table: pd.DataFrame) -> np.ndarray:
+    """RL reward per row (eV/atom, higher is better) from a score table with ``e_above_hull`` and
+    ``hull_coverage`` (``core.scoring.pipeline.score``; use ``hull="bundled+complete"`` to judge more rows).
+
+    * judged rows (``judged``): −max(E_hull, 0), so being below the hull earns no more than being on it
+      and an MLIP artefact is not a target; E_hull ≤ ``UNPHYSICAL_E_HULL_EV`` there, so the reward is in [−5, 0];
+    * every other row (not scored, invalid, unphysical, > 0.1 eV/atom below the hull, hull not covering its
+      system): −``UNJUDGED_EHULL_PENALTY_EV`` = −5 eV/atom, the worst a judged row can score, so going where
+      the reference is blind never pays.
+    """
+    ok = judged(table)
+    e_hull = pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float) if ok.any() else np.zeros(len(table))
+    return np.where(ok, -np.maximum(np.nan_to_num(e_hull), 0.0), -UNJUDGED_EHULL_PENALTY_EV)
+
+
+def fom_reward_values(table: pd.DataFrame, threshold: float = STABILITY_THRESHOLD_EV,
+                      fade: float = FOM_FADE_EV) -> np.ndarray:
+    """Stability-aware figure-of-merit reward per row (eV): FoM = ε_elec · E_g counted in full on judged
+    rows with E_hull ≤ ``threshold`` (eV/atom), fading linearly to 0 at ``threshold + fade``, and 0 — the
+    least any row can score, FoM being ≥ 0 — on rows that are not judged (``judged``) or have no FoM. So a
+    high FoM of an unstable, unphysical (E_hull 46 eV/atom) or unjudgeable structure earns nothing.
+
+    Needs ``fom_ev``, ``e_above_hull`` and ``hull_coverage`` (score with properties and a hull).
+    """
+    if not len(table) or "fom_ev" not in table:
+        return np.zeros(len(table))
+    ok = judged(table)
+    fom = np.maximum(np.nan_to_num(pd.to_numeric(table["fom_ev"], errors="coerce").to_numpy(float)), 0.0)
+    if not ok.any():
+        return np.zeros(len(table))
+    e_hull = np.nan_to_num(pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float), nan=np.inf)
+    gate = np.clip(1.0 - (e_hull - threshold) / fade, 0.0, 1.0)
+    return np.where(ok, fom * gate, 0.0)
+
+
+def reward_stats(table: pd.DataFrame) -> dict[str, float]:
+    """Per-batch statistics for an RL log: judged fraction, stable fraction (``may_call_stable`` over all
+    rows) and mean E_hull (eV/atom) of the judged rows."""
+    ok = judged(table)
+    n = len(table)
+    stable = [may_call_stable(row) for row in table.to_dict("records")] if n else []
+    e_hull = pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float) if ok.any() else np.array([])
+    return {"judged_fraction": float(ok.mean()) if n else math.nan,
+            "stable_fraction": float(np.mean(stable)) if n else math.nan,
+            "e_hull_mean": float(np.mean(e_hull[ok])) if ok.any() else math.nan}
 
 
 def _column(table: pd.DataFrame, name: str) -> np.ndarray:
@@ -39,35 +93,13 @@ def _mean(values: np.ndarray, ok: np.ndarray) -> float:
     return float(np.mean(values[ok])) if ok.any() else math.nan
 
 
-def ehull_reward_values(table: pd.DataFrame) -> np.ndarray:
-    """−clip(E_hull, EHULL_CLIP) per row (eV/atom); −EHULL_INVALID_PENALTY where E_hull is missing."""
-    e_hull = _column(table, "e_above_hull")
-    ok = np.isfinite(e_hull)
-    return np.where(ok, -np.clip(np.nan_to_num(e_hull), *EHULL_CLIP), -EHULL_INVALID_PENALTY)
-
-
-def ehull_stats(table: pd.DataFrame) -> dict[str, float]:
-    """Batch metrics logged with the E_hull reward: mean E_hull (eV/atom) of the scored rows, the
-    fraction below STABLE_EV, the fraction scored."""
-    e_hull = _column(table, "e_above_hull")
-    ok = np.isfinite(e_hull)
-    return {"e_hull_mean": _mean(e_hull, ok), "stable_fraction": float(np.mean(ok & (e_hull < STABLE_EV))),
-            "scored_fraction": float(ok.mean())}
-
-
-def fom_reward_values(table: pd.DataFrame) -> np.ndarray:
-    """FoM = ε_elec · E_g per row (eV); FOM_INVALID_VALUE where it is missing."""
-    fom = _column(table, "fom_ev")
-    return np.where(np.isfinite(fom), np.nan_to_num(fom), FOM_INVALID_VALUE)
-
-
 def fom_stats(table: pd.DataFrame) -> dict[str, float]:
-    """Batch metrics logged with the FoM reward, over the rows with a FoM: mean FoM (eV), band gap (eV)
-    and ε_elec, and the fraction scored."""
+    """Batch metrics logged with the FoM reward: ``reward_stats`` plus, over the rows with a FoM, mean FoM
+    (eV), band gap (eV) and ε_elec, and the fraction with a FoM."""
     fom = _column(table, "fom_ev")
     ok = np.isfinite(fom)
-    return {"fom_mean": _mean(fom, ok), "band_gap_mean": _mean(_column(table, "band_gap_ev"), ok),
-            "eps_mean": _mean(_column(table, "eps_elec"), ok), "scored_fraction": float(ok.mean())}
+    return {**reward_stats(table), "fom_mean": _mean(fom, ok), "band_gap_mean": _mean(_column(table, "band_gap_ev"), ok),
+            "eps_mean": _mean(_column(table, "eps_elec"), ok), "scored_fraction": float(ok.mean()) if len(table) else math.nan}
 
 
 def _score(structures: Sequence[Any], **kwargs: Any) -> pd.DataFrame:
@@ -78,7 +110,7 @@ def _score(structures: Sequence[Any], **kwargs: Any) -> pd.DataFrame:
 
 
 class EhullReward:
-    """r(x) = −E_hull(x) in eV/atom from an MLIP and a hull reference (``ehull_reward_values``)."""
+    """r(x) = −max(E_hull(x), 0) in eV/atom on judged rows, −5 otherwise (``ehull_reward_values``)."""
 
     def __init__(self, mlip: str = DEFAULT_MLIP, hull: str = "bundled", relax: bool = False, device: str | None = None):
         self.mlip, self.hull, self.relax, self.device = mlip, hull, relax, device
@@ -86,19 +118,16 @@ class EhullReward:
     def __call__(self, structures: Sequence[Any]) -> tuple[np.ndarray, dict[str, float]]:
         table = _score(structures, mlip=self.mlip, relax=self.relax, hull=self.hull, properties=False,
                        device=self.device)
-        return ehull_reward_values(table), ehull_stats(table)
+        return ehull_reward_values(table), reward_stats(table)
 
 
 class FomReward:
-    """r(x) = ε_elec(x) · E_g(x) in eV (``fom_reward_values``), from the band-gap and dielectric models.
+    """Stability-aware FoM reward in eV (``fom_reward_values``): ε_elec · E_g from the band-gap and dielectric
+    models, counted only where a judged hull puts the structure within 0.1 eV/atom (fading to 0 at 0.2)."""
 
-    Structures that cannot be scored (unbuildable, overlapping atoms, elements a model lacks) get
-    FOM_INVALID_VALUE. No energy is computed (``score(mlip=None)``): stability is judged afterwards.
-    """
-
-    def __init__(self, device: str | None = None):
-        self.device = device
+    def __init__(self, mlip: str = DEFAULT_MLIP, hull: str = "bundled", device: str | None = None):
+        self.mlip, self.hull, self.device = mlip, hull, device
 
     def __call__(self, structures: Sequence[Any]) -> tuple[np.ndarray, dict[str, float]]:
-        table = _score(structures, mlip=None, hull=None, properties=True, device=self.device)
+        table = _score(structures, mlip=self.mlip, hull=self.hull, properties=True, device=self.device)
         return fom_reward_values(table), fom_stats(table)

@@ -115,10 +115,7 @@ def flag_notes(table: pd.DataFrame) -> list[str]:
     return [f"note: {count} of {len(table)} rows: {FLAG_TEXT[code]}" for code, count in counts.items() if count]
 
 
-# ---------------------------------------------------------------- rewards that cannot be gamed
-
-UNJUDGED_EHULL_PENALTY_EV = UNPHYSICAL_E_HULL_EV   # eV/atom: an unjudged row scores as the worst judged one
-FOM_FADE_EV = 0.1   # eV/atom above the stability threshold over which the FoM reward fades to 0
+# ---------------------------------------------------------------- rows a reference can judge
 
 
 def judged(table: pd.DataFrame) -> np.ndarray:
@@ -130,50 +127,3 @@ def judged(table: pd.DataFrame) -> np.ndarray:
     e_hull = pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float)
     covered = table["hull_coverage"].isin(JUDGED_COVERAGE).to_numpy(bool)
     return np.isfinite(e_hull) & covered & trusted(table).to_numpy(bool)
-
-
-def ehull_reward_values(table: pd.DataFrame) -> np.ndarray:
-    """RL reward per row (eV/atom, higher is better) from a score table with ``e_above_hull`` and
-    ``hull_coverage`` (``core.scoring.pipeline.score``; use ``hull="bundled+complete"`` to judge more rows).
-
-    * judged rows (``judged``): −max(E_hull, 0), so being below the hull earns no more than being on it
-      and an MLIP artefact is not a target; E_hull ≤ ``UNPHYSICAL_E_HULL_EV`` there, so the reward is in [−5, 0];
-    * every other row (not scored, invalid, unphysical, > 0.1 eV/atom below the hull, hull not covering its
-      system): −``UNJUDGED_EHULL_PENALTY_EV`` = −5 eV/atom, the worst a judged row can score, so going where
-      the reference is blind never pays.
-    """
-    ok = judged(table)
-    e_hull = pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float) if ok.any() else np.zeros(len(table))
-    return np.where(ok, -np.maximum(np.nan_to_num(e_hull), 0.0), -UNJUDGED_EHULL_PENALTY_EV)
-
-
-def fom_reward_values(table: pd.DataFrame, threshold: float = STABILITY_THRESHOLD_EV,
-                      fade: float = FOM_FADE_EV) -> np.ndarray:
-    """Stability-aware figure-of-merit reward per row (eV): FoM = ε_elec · E_g counted in full on judged
-    rows with E_hull ≤ ``threshold`` (eV/atom), fading linearly to 0 at ``threshold + fade``, and 0 — the
-    least any row can score, FoM being ≥ 0 — on rows that are not judged (``judged``) or have no FoM. So a
-    high FoM of an unstable, unphysical (E_hull 46 eV/atom) or unjudgeable structure earns nothing.
-
-    Needs ``fom_ev``, ``e_above_hull`` and ``hull_coverage`` (score with properties and a hull).
-    """
-    if not len(table) or "fom_ev" not in table:
-        return np.zeros(len(table))
-    ok = judged(table)
-    fom = np.maximum(np.nan_to_num(pd.to_numeric(table["fom_ev"], errors="coerce").to_numpy(float)), 0.0)
-    if not ok.any():
-        return np.zeros(len(table))
-    e_hull = np.nan_to_num(pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float), nan=np.inf)
-    gate = np.clip(1.0 - (e_hull - threshold) / fade, 0.0, 1.0)
-    return np.where(ok, fom * gate, 0.0)
-
-
-def reward_stats(table: pd.DataFrame) -> dict[str, float]:
-    """Per-batch statistics for an RL log: judged fraction, stable fraction (``may_call_stable`` over all
-    rows) and mean E_hull (eV/atom) of the judged rows."""
-    ok = judged(table)
-    n = len(table)
-    stable = [may_call_stable(row) for row in table.to_dict("records")] if n else []
-    e_hull = pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float) if ok.any() else np.array([])
-    return {"judged_fraction": float(ok.mean()) if n else math.nan,
-            "stable_fraction": float(np.mean(stable)) if n else math.nan,
-            "e_hull_mean": float(np.mean(e_hull[ok])) if ok.any() else math.nan}
