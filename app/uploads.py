@@ -174,9 +174,7 @@ def screen_entries(frame: pd.DataFrame):
     screen's ``sample_id``; a sample that could not be built gets no score row, only its builder's reason.
     """
     from core.scoring.pipeline import COLUMNS
-    from core.errors import InvalidInputError
     from core.screen import structure_from_json
-    from core.structure_check import require_sane
 
     columns = [c for c in COLUMNS if c in frame]
     for _, r in frame.iterrows():
@@ -184,12 +182,11 @@ def screen_entries(frame: pd.DataFrame):
         structure, problem = None, build_error
         if build_error is None:
             try:
+                # kept as stored, however absurd (the user may look at it): the doors it goes through next
+                # (symmetry, viewer, shortlist, tokens) each pass core.structure_check and refuse it there
                 structure = structure_from_json(r.get("structure_json"))
-                if structure is not None:   # the sanity gate: nothing broken reaches the viewer or spglib
-                    structure = require_sane(structure, "stored structure unusable")
             except Exception as exc:  # noqa: BLE001 - one unreadable row never loses the others
-                structure, problem = None, (str(exc) if isinstance(exc, InvalidInputError)
-                                            else f"stored structure unreadable: {exc}")
+                problem = f"stored structure unreadable: {exc}"
             if structure is None and problem is None:
                 problem = "no structure stored"
         formula = _plain(r.get("formula")) or (structure.composition.reduced_formula if structure is not None else None)

@@ -28,12 +28,7 @@ def sample(ref, slot: str) -> None:
     checkpoint = widgets.load_checkpoint(ref)
     if checkpoint is None:
         return
-    settings, notes = None, []
-    missing = scoring.scoring_unavailable()
-    if missing:
-        st.warning(f"{missing} The samples are generated without scores.", icon=":material/warning:")
-    else:
-        settings, notes = scoring.effective(state.score_settings())
+    settings, notes = scoring.effective(state.score_settings())
 
     def start():
         job = start_generation(pool, checkpoint, TOUR_REQUEST, settings)

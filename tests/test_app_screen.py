@@ -85,15 +85,28 @@ def test_open_screen_from_generate_then_explore_and_shortlist(env, screen):
     assert all(pool.entries[i].token_string == stored[frame.loc[i, "sample_id"]] for i in foms)
 
     at.switch_page("../pages/explore.py").run()
-    assert not at.exception and at.get("plotly_chart")
+    assert not at.exception and at.get("plotly_chart"), texts(at.info) + texts(at.warning)
     pick = at.selectbox(key="explore-pick")
-    assert pick.value == max(foms, key=foms.get)                             # best FoM first
-    button(at, "Add to shortlist").click().run()
-    from core.shortlist import Shortlist
+    from app.flags import annotate
 
+    trusted = annotate(frame)["trusted"]
+    ehull = frame["e_above_hull"]
+    # the default view: flagged rows hidden and E_hull <= 1 eV/atom (the slider's default); best FoM first
+    judged = {i: fom for i, fom in foms.items() if trusted.loc[i] and ehull.loc[i] <= 1.0}
+    best = max(judged or foms, key=(judged or foms).get)
+    assert pick.value == best                                                # best FoM of the judged rows first
+    from core.shortlist import Shortlist
+    from core.structure_check import structure_problem
+
+    button(at, "Add to shortlist").click().run()
     listing = Shortlist().list()
-    assert list(listing["source"]) == ["screen sg225"]
-    assert listing.loc[0, "fom_ev"] == pytest.approx(max(foms.values()))
+    problem = structure_problem(pool.entries[best].structure)
+    if problem is None:
+        assert list(listing["source"]) == ["screen sg225"]
+        assert listing.loc[0, "fom_ev"] == pytest.approx(foms[best])
+    else:   # the exact scorer judges every cell valid; the shortlist's gate refuses a crushed one, saying why
+        shown = texts(at.error) + texts(at.warning)
+        assert listing.empty and f"Cannot add to the shortlist: cannot shortlist this structure: {problem}" in shown, shown
 
 
 def test_folders_that_are_not_screens_are_explained_and_nothing_is_lost(env, tmp_path):

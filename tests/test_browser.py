@@ -84,7 +84,7 @@ def test_generate_score_click_view_shortlist_restart_export(setup):
             harness.wait_idle(page)
             picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Space group").locator("input")
             assert picker.input_value() == "225 Fm-3m (cubic)"                # the default space group
-            samples = page.get_by_label("Samples")
+            samples = page.get_by_role("spinbutton", name="Samples", exact=True)
             samples.fill(str(SAMPLES))
             samples.blur()
             page.get_by_role("button", name="Generate").click()
@@ -124,7 +124,7 @@ def test_generate_score_click_view_shortlist_restart_export(setup):
             for title in ("Compare", "Learn", "Fine-tune"):
                 harness.open_page(page, title)
                 if title == "Compare":
-                    number = page.get_by_label("Samples per model")
+                    number = page.get_by_role("spinbutton", name="Samples per model", exact=True)
                     number.fill("4")
                     number.blur()
                     page.get_by_role("button", name="Run comparison").click()
@@ -137,7 +137,7 @@ def test_generate_score_click_view_shortlist_restart_export(setup):
                     harness.wait_idle(page)
                 if title == "Fine-tune":
                     for label, value in (("PPO steps", "2"), ("Batch (crystals/step)", "2")):
-                        field = page.get_by_label(label)
+                        field = page.get_by_role("spinbutton", name=label, exact=True)
                         field.fill(value)
                         field.blur()
                     page.get_by_label("Save as").fill("browser-ppo")

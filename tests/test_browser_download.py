@@ -61,12 +61,12 @@ def test_download_in_the_models_page_then_generate_with_it(tmp_path):
             assert sidebar_model.input_value() == "alex20-base"
 
             harness.open_page(page, "Generate")
-            samples = page.get_by_label("Samples")
+            samples = page.get_by_role("spinbutton", name="Samples", exact=True)
             samples.fill("2")
             samples.blur()
             page.get_by_role("button", name="Generate").click()
             try:
-                page.get_by_text(re.compile(r"· model alex20-base/epoch_005500 · [\d.]+ s")).wait_for()
+                page.get_by_text(re.compile(r"alex20-base/epoch_005500, \d+ samples in .* · [\d.]+ s")).wait_for()
             except Exception:   # say what the page shows instead of a bare timeout
                 page.screenshot(path=str(tmp_path / "generate_failed.png"), full_page=True)
                 log = (tmp_path / "server.log").read_text()[-2000:]

@@ -84,12 +84,10 @@ def input_problem(structure: Any, limits: InputLimits = SCORING_LIMITS, *, dista
     longest = float(max(structure.lattice.abc))
     if longest > limits.max_edge_a:
         return f"huge cell: lattice vector of {longest:.4g} Å > {limits.max_edge_a:g} Å"
-    shared = structure_problem(structure, ordered=True, max_sites=limits.max_atoms)   # the project-wide gate
-    if shared is not None:
-        return shared
     if not distances:
-        return None
+        return None   # a model's own screen: its neighbour list names a cell too dense to list
     distance = min_interatomic_distance(structure)
     if not distance >= limits.min_distance_a:
         return f"overlapping atoms (shortest distance {distance:.3g} Å < {limits.min_distance_a} Å)"
-    return None
+    # last, what only the project-wide gate refuses (coordinates far outside the cell, near-singular cells)
+    return structure_problem(structure, ordered=True, max_sites=limits.max_atoms)
