@@ -35,6 +35,17 @@ FOM_FADE_EV = 0.1   # eV/atom above the stability threshold over which the FoM r
 
 
 
+def _column(table: pd.DataFrame, name: str) -> np.ndarray:
+    """A score column as floats (NaN where missing or None)."""
+    if name not in table:
+        return np.full(len(table), np.nan)
+    return pd.to_numeric(table[name], errors="coerce").to_numpy(float)
+
+
+def _mean(values: np.ndarray, ok: np.ndarray) -> float:
+    return float(np.mean(values[ok])) if ok.any() else math.nan
+
+
 def ehull_reward_values(table: pd.DataFrame) -> np.ndarray:
     """RL reward per row (eV/atom, higher is better) from a score table with ``e_above_hull`` and
     ``hull_coverage`` (``core.scoring.pipeline.score``; use ``hull="bundled+complete"`` to judge more rows).
@@ -46,8 +57,7 @@ def ehull_reward_values(table: pd.DataFrame) -> np.ndarray:
       the reference is blind never pays.
     """
     ok = judged(table)
-    e_hull = pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float) if ok.any() else np.zeros(len(table))
-    return np.where(ok, -np.maximum(np.nan_to_num(e_hull), 0.0), -UNJUDGED_EHULL_PENALTY_EV)
+    return np.where(ok, -np.maximum(np.nan_to_num(_column(table, "e_above_hull")), 0.0), -UNJUDGED_EHULL_PENALTY_EV)
 
 
 def fom_reward_values(table: pd.DataFrame, threshold: float = STABILITY_THRESHOLD_EV,
@@ -62,10 +72,10 @@ def fom_reward_values(table: pd.DataFrame, threshold: float = STABILITY_THRESHOL
     if not len(table) or "fom_ev" not in table:
         return np.zeros(len(table))
     ok = judged(table)
-    fom = np.maximum(np.nan_to_num(pd.to_numeric(table["fom_ev"], errors="coerce").to_numpy(float)), 0.0)
     if not ok.any():
         return np.zeros(len(table))
-    e_hull = np.nan_to_num(pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float), nan=np.inf)
+    fom = np.maximum(np.nan_to_num(_column(table, "fom_ev")), 0.0)
+    e_hull = np.nan_to_num(_column(table, "e_above_hull"), nan=np.inf)
     gate = np.clip(1.0 - (e_hull - threshold) / fade, 0.0, 1.0)
     return np.where(ok, fom * gate, 0.0)
 
@@ -76,21 +86,9 @@ def reward_stats(table: pd.DataFrame) -> dict[str, float]:
     ok = judged(table)
     n = len(table)
     stable = [may_call_stable(row) for row in table.to_dict("records")] if n else []
-    e_hull = pd.to_numeric(table["e_above_hull"], errors="coerce").to_numpy(float) if ok.any() else np.array([])
     return {"judged_fraction": float(ok.mean()) if n else math.nan,
             "stable_fraction": float(np.mean(stable)) if n else math.nan,
-            "e_hull_mean": float(np.mean(e_hull[ok])) if ok.any() else math.nan}
-
-
-def _column(table: pd.DataFrame, name: str) -> np.ndarray:
-    """A score column as floats (NaN where missing or None)."""
-    if name not in table:
-        return np.full(len(table), np.nan)
-    return pd.to_numeric(table[name], errors="coerce").to_numpy(float)
-
-
-def _mean(values: np.ndarray, ok: np.ndarray) -> float:
-    return float(np.mean(values[ok])) if ok.any() else math.nan
+            "e_hull_mean": _mean(_column(table, "e_above_hull"), ok)}
 
 
 def fom_stats(table: pd.DataFrame) -> dict[str, float]:
