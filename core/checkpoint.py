@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from core.config import ModelConfig
-from core.errors import CheckpointError, InvalidInputError, MissingResourceError
+from core.errors import CheckpointError, InvalidInputError, MissingResourceError, NonFiniteWeightsError
 from core.model import init_params
 
 OFFICIAL_HOW_TO = (
@@ -202,6 +202,18 @@ def _check_shapes(flat: dict[str, np.ndarray], config: ModelConfig, source: str,
         raise CheckpointError(f"{source} does not match its model config ({'; '.join(parts)}). {hint}")
 
 
+def _check_finite(flat: dict[str, np.ndarray], source: str) -> None:
+    """Refuse parameters with NaN or ±inf entries, naming the arrays (a diverged run writes them)."""
+    bad = [(k, int(np.size(v) - np.count_nonzero(np.isfinite(v)))) for k, v in flat.items()
+           if np.issubdtype(np.asarray(v).dtype, np.inexact) and not np.all(np.isfinite(v))]
+    if bad:
+        named = "; ".join(f"{k} ({n} value(s))" for k, n in bad[:4]) + (" …" if len(bad) > 4 else "")
+        raise NonFiniteWeightsError(
+            f"{source}: {len(bad)} of {len(flat)} parameter arrays hold NaN or infinite values: {named}. "
+            "The file is damaged or was written by a training run that diverged; use an earlier "
+            "checkpoint or retrain (a lower learning rate usually helps).")
+
+
 def _unflatten(flat: dict[str, np.ndarray]) -> dict:
     tree: dict = {}
     for key, value in flat.items():
@@ -233,6 +245,7 @@ def from_haiku(hk_params: dict, config: ModelConfig, source: str = "checkpoint")
     if unknown:
         raise CheckpointError(f"{source} has parameters this config does not define: {', '.join(unknown[:6])}. {hint}")
     _check_shapes(flat, config, source, hint)
+    _check_finite(flat, source)
     return _unflatten(flat)
 
 
@@ -296,6 +309,7 @@ def _load_ours(folder: Path, config: ModelConfig | None) -> Checkpoint:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"{folder / 'params.npz'} is corrupt or not an npz archive ({exc})") from None
     _check_shapes(flat, cfg, str(folder / "params.npz"), "The file and config.json disagree; was it written by another version?")
+    _check_finite(flat, str(folder / "params.npz"))
     meta = {}
     if (folder / "meta.json").exists():
         try:
@@ -309,10 +323,12 @@ def _load_ours(folder: Path, config: ModelConfig | None) -> Checkpoint:
 def save_checkpoint(folder: str | Path, config: ModelConfig, params, meta: dict | None = None) -> Path:
     """Write our safe format: config.json, params.npz, meta.json. Returns the folder."""
     folder = Path(folder)
+    flat = flatten_params(params)
+    _check_finite(flat, f"parameters to be saved in {folder}")   # before writing: keep the last good file
     folder.mkdir(parents=True, exist_ok=True)
     config.to_json(folder / "config.json")
     buf = io.BytesIO()
-    np.savez_compressed(buf, **flatten_params(params))
+    np.savez_compressed(buf, **flat)
     tmp = folder / "params.npz.tmp"
     tmp.write_bytes(buf.getvalue())
     tmp.replace(folder / "params.npz")  # atomic: a crash never leaves half a file

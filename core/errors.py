@@ -18,5 +18,10 @@ class CheckpointError(CrystalFormerError):
     """A checkpoint exists but cannot be used (corrupt, unsafe, or shapes that do not fit its config)."""
 
 
+class NonFiniteWeightsError(CheckpointError):
+    """A checkpoint's parameters hold NaN or infinite values (a damaged file or a diverged run):
+    every log-probability computed from it would be NaN, so it is refused at load time."""
+
+
 class ScoringError(CrystalFormerError):
     """One structure could not be scored; the scoring pipeline records it in that row's `error` column."""

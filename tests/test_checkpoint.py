@@ -13,7 +13,7 @@ from conftest import FIXTURES
 from core.checkpoint import (export_official, expected_shapes, load_checkpoint, read_official_pickle,
                              save_checkpoint)
 from core.config import ModelConfig
-from core.errors import CheckpointError, InvalidInputError, MissingResourceError
+from core.errors import CheckpointError, InvalidInputError, MissingResourceError, NonFiniteWeightsError
 from core.logp import logp_fn
 
 TINY = FIXTURES / "tiny"
@@ -127,6 +127,31 @@ def test_corrupt_npz(tmp_path, tiny_checkpoint):
     (folder / "params.npz").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="corrupt"):
         load_checkpoint(folder)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_are_refused_with_the_arrays_named(tmp_path, tiny_checkpoint, bad):
+    """A params.npz with one non-finite entry (as a diverged run writes) loads today as a model whose
+    every log-probability is NaN; it must be refused, naming the array."""
+    folder = save_checkpoint(tmp_path / "ck", tiny_checkpoint.config, tiny_checkpoint.params)
+    with np.load(folder / "params.npz") as npz:
+        flat = {k: np.array(npz[k]) for k in npz.files}
+    name = sorted(flat)[0]
+    flat[name].flat[0] = bad
+    np.savez(folder / "params.npz", **flat)
+    with pytest.raises(NonFiniteWeightsError, match=f"1 of {len(flat)} parameter arrays.*{name} \\(1 value"):
+        load_checkpoint(folder)
+    assert issubclass(NonFiniteWeightsError, CheckpointError)   # the CLI and app report it as one line
+
+
+def test_saving_non_finite_weights_keeps_the_last_good_file(tmp_path, tiny_checkpoint, fixture_inputs):
+    folder = save_checkpoint(tmp_path / "ck", tiny_checkpoint.config, tiny_checkpoint.params)
+    before = (folder / "params.npz").read_bytes()
+    diverged = jax.tree_util.tree_map(lambda x: x * jnp.nan, tiny_checkpoint.params)
+    with pytest.raises(NonFiniteWeightsError, match="to be saved"):
+        save_checkpoint(folder, tiny_checkpoint.config, diverged)
+    assert (folder / "params.npz").read_bytes() == before
+    np.testing.assert_array_equal(_logp(load_checkpoint(folder), fixture_inputs), _logp(tiny_checkpoint, fixture_inputs))
 
 
 @pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(h0_size=0, num_layers=2, widening_factor=2),

@@ -74,7 +74,8 @@ class _Evil:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.parametrize("case", ["sg0", "sg231", "element", "missing", "shapes", "corrupt", "evil", "garbage_npz"])
+@pytest.mark.parametrize("case", ["sg0", "sg231", "element", "missing", "shapes", "corrupt", "evil", "garbage_npz",
+                                  "nan_weights"])
 def test_bad_input_gives_one_clear_line(tmp_path, capsys, case):
     marker = tmp_path / "ran"
     if case == "corrupt":
@@ -84,6 +85,13 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys, case):
             pickle.dump({"params": _Evil(marker)}, fh)
     if case == "garbage_npz":
         (tmp_path / "x.npz").write_bytes(b"not a zip")
+    if case == "nan_weights":  # the official file with one embedding entry set to NaN, as a diverged run writes
+        with open(FIXTURES / "tiny" / "perturbed" / "epoch_000000.pkl", "rb") as fh:
+            data = pickle.load(fh)
+        data["params"]["~"]["g_embeddings"] = np.array(data["params"]["~"]["g_embeddings"])
+        data["params"]["~"]["g_embeddings"][3, 1] = np.nan
+        with open(tmp_path / "epoch_000000.pkl", "wb") as fh:
+            pickle.dump(data, fh)
     argv = {
         "sg0": ["sample", *TINY, "--spacegroup", "0"],
         "sg231": ["sample", *TINY, "--spacegroup", "231"],
@@ -93,14 +101,16 @@ def test_bad_input_gives_one_clear_line(tmp_path, capsys, case):
         "corrupt": ["sample", "--checkpoint", str(tmp_path)],
         "evil": ["sample", "--checkpoint", str(tmp_path)],
         "garbage_npz": ["logp", *TINY, str(tmp_path / "x.npz")],
+        "nan_weights": ["sample", "--checkpoint", str(tmp_path), "--config", TINY[3]],
     }[case]
     code, out, err = run(capsys, *argv)
     expected_code = {"missing": EXIT_MISSING, "shapes": EXIT_CHECKPOINT, "corrupt": EXIT_CHECKPOINT,
-                     "evil": EXIT_CHECKPOINT}.get(case, EXIT_INPUT)
+                     "evil": EXIT_CHECKPOINT, "nan_weights": EXIT_CHECKPOINT}.get(case, EXIT_INPUT)
     assert code == expected_code
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
     hint = {"sg0": "1..230", "sg231": "1..230", "element": "Qq", "missing": "not found", "shapes": "a_embeddings",
-            "corrupt": "not a readable", "evil": "refused", "garbage_npz": "not a readable .npz"}[case]
+            "corrupt": "not a readable", "evil": "refused", "garbage_npz": "not a readable .npz",
+            "nan_weights": "hold NaN or infinite values"}[case]
     assert hint in err
     assert not marker.exists()
 
