@@ -1,5 +1,5 @@
-"""Hull completion on demand: the missing Lu-F binaries of an elpasolite's system are proposed by prototype
-substitution (LuF3 from ScF3/YF3, the textbook trifluoride), relaxed, cached per MLIP and pair, reported, and
+"""Hull completion on demand: the missing Cs-F and Lu-F binaries of an elpasolite's system are proposed by
+prototype substitution (LuF3 from ScF3/YF3, the textbook trifluoride; CsF from the alkali halides), relaxed, cached per MLIP and pair, reported, and
 the row becomes "completed" instead of a lower bound."""
 from __future__ import annotations
 
@@ -42,9 +42,11 @@ def test_completion_fills_the_missing_pair_caches_it_and_reports(fake):
     result = reference.e_above_hull(crystal, fake.energy(crystal))
     assert result.coverage == "completed" and not result.lower_bound
     report = reference.reports["Cs-F-Li-Lu"]
-    assert report.missing_pairs == ("F-Lu",) and 0 < len(report.added) <= 4 and report.relaxations <= 4
-    assert all(a["formula"] == "LuF3" for a in report.added) and any("LuF3" in line for line in lines)
-    assert completion.cache_path(fake, "F-Lu").is_file()
+    # the bundled set holds LiF and the ternary CsLiF2 but no Cs-F or Lu-F binary: both are completed,
+    # within the system's budget (2 relaxations per pair)
+    assert report.missing_pairs == ("Cs-F", "F-Lu") and 0 < len(report.added) <= 4 and report.relaxations <= 4
+    assert {a["formula"] for a in report.added} == {"CsF", "LuF3"} and any("LuF3" in line for line in lines)
+    assert completion.cache_path(fake, "F-Lu").is_file() and completion.cache_path(fake, "Cs-F").is_file()
     again = hull.CompletedBundledReference(fake, max_relaxations=4)
     again.e_above_hull(crystal, fake.energy(crystal))
     assert again.reports["Cs-F-Li-Lu"].relaxations == 0                           # served from the cache

@@ -32,8 +32,10 @@ def test_classes():
     assert classify(system, []).kind == "elements-only"
     partial = classify(system, [{"Cs", "F"}, {"Li", "F"}])
     assert partial.kind == "partial" and partial.missing_pairs == ("F-Lu",)
-    # a ternary holding Lu and F represents the pair as well as LuF3 would
-    assert classify(system, [{"Cs", "F"}, {"Li", "F"}, {"Li", "Lu", "F"}]).kind == "full"
+    # a higher compound holding Lu and F (here the elpasolite itself) does not stand in for LuF3
+    with_elpasolite = classify(system, [{"Cs", "F"}, {"Li", "F"}, {"Cs", "Li", "Lu", "F"}])
+    assert with_elpasolite.kind == "partial" and with_elpasolite.missing_pairs == ("F-Lu",)
+    assert classify(system, [{"Cs", "F"}, {"Li", "F"}, {"Lu", "F"}, {"Cs", "Li", "Lu", "F"}]).kind == "full"
 
 
 def test_materials_project_hull_of_its_own_system_is_full():

@@ -11,8 +11,10 @@ the candidate (its set of elements):
   "smact14" oxidation states, Pauling electronegativity test, alloys excluded). Metal-metal pairs are
   left to the offline knowledge because SMACT's negative metal oxidation states would "expect" Ti-Zr,
   Co-Ni or Li-Co compounds, which do not exist;
-* a pair is *represented* when the reference's phases in the system include at least one compound
-  containing both A and B (a binary, or a higher compound of the system);
+* a pair is *represented* when the reference holds at least one **binary** A-B compound. A ternary or
+  higher compound containing A and B does not count: it is itself stable only relative to the A-B
+  binaries, and without them the hull lacks the facets a candidate of the system decomposes into (a
+  Cs2LiLuF6 entry does not stand in for LuF3);
 * ``"elements-only"``: the reference holds no compound at all in the system (E_hull = E_form);
 * ``"full"``: every expected pair is represented (single elements are always ``full``);
 * ``"partial"``: some compounds, but at least one expected pair is not represented;
@@ -125,5 +127,6 @@ def classify(elements: Iterable[str], compound_element_sets: Iterable[Iterable[s
         return Coverage("full")
     if not compounds:
         return Coverage("elements-only", tuple(pair_name(p) for p in expected_pairs(elements)))
-    missing = tuple(pair_name(p) for p in expected_pairs(elements) if not any(p <= c for c in compounds))
+    binaries = {c for c in compounds if len(c) == 2}
+    missing = tuple(pair_name(p) for p in expected_pairs(elements) if p not in binaries)
     return Coverage("partial" if missing else "full", missing)
