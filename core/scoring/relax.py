@@ -1,7 +1,8 @@
 """Relax structures (atoms and cell) with an MLIP: ASE FIRE on a FrechetCellFilter.
 
 ``relax`` runs ASE's FIRE on one structure through the MLIP's ASE calculator; ``relax_many`` runs the
-same algorithm on many structures at once, with one batched model call per step (``bench/relax.md``).
+same algorithm on many structures at once, with one batched model call per step and group of at most
+``MAX_GROUP_ATOMS`` atoms (``bench/relax.md``); the scoring pipeline relaxes its chunks with it.
 
 Converged means the largest force, and the largest stress component scaled by the cell volume as
 ``FrechetCellFilter`` does it, fell below ``fmax`` (eV/Å) within ``steps`` optimiser steps. The relaxed
