@@ -67,7 +67,7 @@ def main() -> None:
     import torch
 
     from core.scoring.mlip import load_mlip
-    from core.scoring.relax import relax, relax_many
+    from core.scoring.relax import MAX_GROUP_ATOMS, relax, relax_many
 
     mlip = load_mlip(args.mlip, device="cpu")
     structures = generated(args.n, mlip)
@@ -107,10 +107,11 @@ def main() -> None:
     lines = [
         f"## {stamp} UTC — {len(structures)} generated crystals ({atoms} atoms), {mlip.label}, device cpu",
         "",
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} "
-        f"threads; load average at the start {load:.1f} (other jobs share this machine: compare the ratio, "
+        f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, both arms on 1 torch and 1 BLAS "
+        f"thread (`single_threaded`); load average at the start {load:.1f}, at the end {os.getloadavg()[0]:.1f} (other jobs share this machine: compare the ratio, "
         "not absolute times, across runs). Settings: FIRE + FrechetCellFilter, "
-        f"fmax {args.fmax} eV/Å, ≤ {args.steps} steps; both arms in this run, batched first.",
+        f"fmax {args.fmax} eV/Å, ≤ {args.steps} steps; batched model calls of ≤ {MAX_GROUP_ATOMS} atoms; "
+        "both arms in this run, batched first.",
         "",
         "| arm | wall time (s) | crystals/s | FIRE steps (sum) | converged | failed |",
         "|---|---|---|---|---|---|",

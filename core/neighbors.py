@@ -9,6 +9,9 @@ periodic images count (an atom's own images too), the atom itself does not.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,9 +65,24 @@ def _find(cell: Cell, cart: np.ndarray, radius: float) -> NeighborList:
 _MEMO: CellMemo[NeighborList] = CellMemo(2048, weight=lambda nl: len(nl.distances) + 1, max_weight=2_000_000)
 
 
+_TRANSIENT: contextvars.ContextVar[bool] = contextvars.ContextVar("neighbor_lists_unmemoised", default=False)
+
+
+@contextlib.contextmanager
+def unmemoised() -> Iterator[None]:
+    """Within this context (this thread or task only) ``neighbor_list`` computes without storing: for
+    geometries met once, such as every step of a relaxation, which would otherwise fill the memo
+    (2048 lists) and push out the lists of the structures being scored."""
+    token = _TRANSIENT.set(True)
+    try:
+        yield
+    finally:
+        _TRANSIENT.reset(token)
+
+
 def neighbor_list(structure: Structure, radius: float = RADIUS_A, cell: Cell | None = None) -> NeighborList:
     """The pairs of atoms of ``structure`` within ``radius`` Å, memoised by content and radius
-    (``cell``: ``Cell.of(structure)``, when the caller has it already).
+    (``cell``: ``Cell.of(structure)``, when the caller has it already; not memoised inside ``unmemoised()``).
 
     Raises:
         ValueError: non-finite numbers, a cell without volume, a lattice vector longer than ``MAX_EDGE_A``,
@@ -81,8 +99,10 @@ def neighbor_list(structure: Structure, radius: float = RADIUS_A, cell: Cell | N
     if expected > MAX_PAIRS:
         raise ValueError(f"too dense for a neighbour list: ~{expected:.2g} atom pairs within {radius:g} Å "
                          f"({atoms} atoms in {volume:.3g} Å³)")
-    return _MEMO.get((cell.key, float(radius)),
-                     lambda: _find(cell, np.ascontiguousarray(structure.cart_coords, dtype=np.float64), radius))
+    def compute() -> NeighborList:
+        return _find(cell, np.ascontiguousarray(structure.cart_coords, dtype=np.float64), radius)
+
+    return compute() if _TRANSIENT.get() else _MEMO.get((cell.key, float(radius)), compute)
 
 
 def clear_cache() -> None:

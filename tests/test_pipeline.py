@@ -273,3 +273,25 @@ def test_real_elemental_references_agree_with_mp_dft(real_cache):
     ours = hull.mlip_elemental_potentials(frozenset({"Na", "Cl", "Li", "F"}), load_mlip("m3gnet"))
     for element, mu in ours.items():
         assert mu == pytest.approx(mp[element], abs=0.12), element
+
+
+def test_relaxation_runs_chunks_through_relax_many(fakes, monkeypatch):
+    """With relax=True each chunk of at most RELAX_CHUNK structures is relaxed by one relax_many call; a
+    structure it returns an error for fails alone (its row carries the relax error), the others are relaxed."""
+    import core.scoring.relax as relax_module
+
+    calls = []
+    real = relax_module.relax_many
+
+    def spy(structures, mlip, **kw):
+        calls.append(len(structures))
+        out = real(structures, mlip, **kw)
+        return [ScoringError("diverged") if abs(s.lattice.a - 5.63) < 1e-9 else r for s, r in zip(structures, out)]
+
+    monkeypatch.setattr(relax_module, "relax_many", spy)
+    items = [rocksalt(5.6 + 0.01 * i) for i in range(10)]
+    df = score(items, mlip=fakes, relax=True, hull=None, properties=False, workers=1)
+    assert calls == [pipeline.RELAX_CHUNK, 10 - pipeline.RELAX_CHUNK] and pipeline.RELAX_CHUNK == 8
+    failed = [i for i, e in enumerate(df["error"]) if e]
+    assert failed == [3] and df["error"][3] == "relax: diverged"
+    assert df["relaxed"].sum() == 9 and list(df["relax_steps"].dropna()) == [0] * 9   # FakeMLIP: zero forces

@@ -182,3 +182,103 @@ def test_relax_many_follows_ase_fire_with_frechet_cell_filter_step_for_step():
             assert batched.structure.lattice.matrix == pytest.approx(one.structure.lattice.matrix, abs=1e-8)
     capped = relax_many(starts[:1], model, steps=3)[0]
     assert (capped.steps, capped.converged) == (3, False)
+
+
+class RecordingEMT(BatchedEMT):
+    """BatchedEMT that records, per model call, the atoms it was given, whether it was screened, and torch's
+    thread count; ``predict_prescreened`` is the unscreened path ``relax_many`` takes after the first step."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, int, int]] = []   # (path, atoms, torch threads)
+
+    def _record(self, path, structures):
+        import torch
+
+        self.calls.append((path, sum(len(s) for s in structures), torch.get_num_threads()))
+
+    def predict(self, structures, forces=True):
+        self._record("screened", structures)
+        return super().predict(structures, forces)
+
+    def predict_prescreened(self, structures, forces=True):
+        self._record("prescreened", structures)
+        return BatchedEMT.predict(self, structures, forces)
+
+
+def test_relax_many_groups_by_atoms_without_changing_any_trajectory():
+    """Groups of at most ``max_group_atoms`` atoms per model call give the trajectories of one group (EMT
+    evaluates each structure alone, so they agree exactly); only the start is screened; one torch thread."""
+    import torch
+
+    from core.scoring.relax import relax_many
+
+    starts = [strained(el, a, seed) for seed, (el, a) in enumerate([("Cu", 3.85), ("Ni", 3.9), ("Al", 4.2),
+                                                                     ("Cu", 3.7), ("Ni", 3.4)])]
+    together = relax_many(starts, BatchedEMT(), fmax=0.01, max_group_atoms=10_000)
+    threads = torch.get_num_threads()
+    for cap, per_call in ((8, 2), (4, 1), (1, 1)):          # 4 atoms each: 2 structures per call, then 1
+        model = RecordingEMT()
+        grouped = relax_many(starts, model, fmax=0.01, max_group_atoms=cap)
+        for a, b in zip(together, grouped):
+            assert (a.steps, a.converged) == (b.steps, b.converged) and a.converged
+            assert a.energy_ev == b.energy_ev
+            assert a.structure.lattice.matrix == pytest.approx(b.structure.lattice.matrix, abs=0)
+        assert all(atoms <= max(cap, 4) for _, atoms, _ in model.calls)
+        assert model.calls[0] == ("screened", 4 * per_call, 1)
+        assert {path for path, _, _ in model.calls[:-(-5 // per_call)]} == {"screened"}   # the first step only
+        assert {path for path, _, _ in model.calls[-(-5 // per_call):]} == {"prescreened"}
+        assert {n for _, _, n in model.calls} == {1}
+        # every model call after the first step holds only unfinished structures: steps + 1 evaluations each
+        assert sum(atoms for _, atoms, _ in model.calls) == 4 * sum(r.steps + 1 for r in grouped)
+    assert torch.get_num_threads() == threads                 # restored
+    with pytest.raises(ValueError):
+        relax_many(starts, BatchedEMT(), max_group_atoms=0)
+
+
+def test_prescreened_predict_skips_the_screen_but_isolates_failures():
+    """``BatchedMLIP.predict_prescreened`` never calls ``check``; a structure whose evaluation raises gets its
+    own ScoringError and a non-finite energy is an error, as in ``predict``."""
+    from core.scoring.mlip import BatchedMLIP
+
+    class Toy(BatchedMLIP):
+        name = label = "toy"
+        mp_compatible, energy_scale, elements, cutoff_a, device = False, "toy", None, 5.0, "cpu"
+
+        def check(self, structure):
+            raise AssertionError("screened")
+
+        def calculator(self):
+            raise NotImplementedError
+
+        def _predict_batch(self, structures, forces):
+            if any(len(s) == 3 for s in structures):
+                raise RuntimeError("three atoms")
+            return [(-1.0 * len(s) if len(s) != 2 else float("nan"), np.zeros((len(s), 3)), np.zeros(6))
+                    for s in structures]
+
+    def cell(n):
+        return Structure(Lattice.cubic(4.0), ["Cu"] * n, [[i / 4, 0, 0] for i in range(n)])
+
+    out = Toy().predict_prescreened([cell(1), cell(2), cell(3), cell(4)])
+    assert out[0].energy_ev == -1.0 and out[3].energy_per_atom == -1.0
+    assert isinstance(out[1], ScoringError) and "non-finite" in str(out[1])
+    assert isinstance(out[2], ScoringError) and "three atoms" in str(out[2])
+    screened = Toy().predict([cell(1)])[0]                  # predict screens (and isolates the check's error)
+    assert isinstance(screened, ScoringError) and "screened" in str(screened)
+
+
+def test_unmemoised_neighbour_lists_are_the_same_and_not_stored():
+    from core import neighbors
+
+    s = strained("Cu", 3.6, 7)
+    neighbors.clear_cache()
+    with neighbors.unmemoised():
+        transient = neighbors.neighbor_list(s, 5.0)
+        assert neighbors.neighbor_list(s, 5.0) is not transient        # computed again: nothing stored
+    assert len(neighbors._MEMO._store) == 0
+    stored = neighbors.neighbor_list(s, 5.0)
+    assert neighbors.neighbor_list(s, 5.0) is stored and len(neighbors._MEMO._store) == 1
+    for name in ("centres", "neighbours", "images", "distances", "nearest"):
+        assert np.array_equal(getattr(stored, name), getattr(transient, name))
+    # brute force over images: Cu at 3.6 Å (strained 3 %) has 12 neighbours within 3.0 Å per atom
+    assert np.bincount(stored.centres[stored.distances < 3.0]).tolist() == [12] * 4

@@ -211,6 +211,15 @@ class BatchedMLIP(ABC):
 
         return predict_in_batches(structures, self.check, run, self.label, self.batch_size, self.max_batch_atoms)
 
+    def predict_prescreened(self, structures: Sequence[Structure], forces: bool = True) -> list[EnergyResult | Exception]:
+        """``predict`` without the input screen (``check``), for structures derived from ones that passed it:
+        the steps of a relaxation, a few hundredths of an Å apart, as ASE's calculator path never screens
+        them either. Failures are still isolated per structure and a non-finite result is still an error."""
+        def run(batch: list[Structure]) -> list[EnergyResult | Exception]:
+            return [self._to_result(s, *values) for s, values in zip(batch, self._predict_batch(batch, forces))]
+
+        return predict_in_batches(structures, _no_screen, run, self.label, self.batch_size, self.max_batch_atoms)
+
     def _to_result(self, structure: Structure, energy: float, forces: Any, stress: Any) -> EnergyResult | Exception:
         forces = None if forces is None else np.asarray(forces, dtype=float).reshape(len(structure), 3)
         stress = None if stress is None else np.asarray(stress, dtype=float).reshape(6)
@@ -221,6 +230,10 @@ class BatchedMLIP(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}: {self.label} on {self.device}>"
+
+
+def _no_screen(structure: Structure) -> None:
+    """The check of ``predict_prescreened``: none."""
 
 
 def predict_in_batches(structures: Sequence[Structure], check: Callable[[Structure], None],

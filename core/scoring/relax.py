@@ -1,7 +1,8 @@
 """Relax structures (atoms and cell) with an MLIP: ASE FIRE on a FrechetCellFilter.
 
 ``relax`` runs ASE's FIRE on one structure through the MLIP's ASE calculator; ``relax_many`` runs the
-same algorithm on many structures at once, with one batched model call per step (``bench/relax.md``).
+same algorithm on many structures at once, with one batched model call per step and group of at most
+``MAX_GROUP_ATOMS`` atoms (``bench/relax.md``); the scoring pipeline relaxes its chunks with it.
 
 Converged means the largest force, and the largest stress component scaled by the cell volume as
 ``FrechetCellFilter`` does it, fell below ``fmax`` (eV/Å) within ``steps`` optimiser steps. The relaxed
@@ -9,8 +10,9 @@ structure keeps the input's species (with any oxidation states) and site propert
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,10 @@ from core.errors import ScoringError
 
 DEFAULT_FMAX = 0.1   # eV/Å
 DEFAULT_STEPS = 500
+MAX_GROUP_ATOMS = 400
+"""Most atoms in one batched model call of ``relax_many``. One M3GNet call (energy, forces, stress; 1 torch
+thread) on 32 generated crystals (778 atoms), per crystal: 55 ms one at a time, 47 ms in groups of
+≤ 60 atoms, 38 ms ≤ 200, 36 ms ≤ 400, 42 ms all in one graph (larger tensors fall out of the cache)."""
 
 
 @dataclass
@@ -51,6 +57,27 @@ def one_blas_thread():
     return threadpool_limits(1, user_api="blas")
 
 
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """numpy's BLAS (``one_blas_thread``) and torch's intra-op pool on one thread each, restored afterwards.
+
+    torch's default of one thread per core is what made batched relaxation 6x slower than one at a time
+    in ``bench/relax.md`` (30 crystals): on a 2-core machine other jobs share, each of its OpenMP regions
+    waits for a preempted thread. Measured on 64 generated crystals (1497 atoms, M3GNet, batched
+    ``predict`` with forces, other jobs running): 2.1-2.4 s with 1 thread, 11-20 s with 2 once the load
+    rose above 3; one 6-atom crystal took 20 ms with 1 thread and 2.0 s with 2.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    with one_blas_thread():
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
 def relax(structure: Structure, mlip, fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_STEPS,
           relax_cell: bool = True) -> RelaxResult:
     """Relax ``structure`` with ``mlip``'s ASE calculator (FIRE; cell via FrechetCellFilter).
@@ -76,7 +103,7 @@ def relax(structure: Structure, mlip, fmax: float = DEFAULT_FMAX, steps: int = D
     atoms.calc = mlip.calculator()
     optimizer = FIRE(FrechetCellFilter(atoms) if relax_cell else atoms, logfile=None)
     try:
-        with one_blas_thread():
+        with single_threaded():
             converged = bool(optimizer.run(fmax=fmax, steps=steps))
             energy = float(atoms.get_potential_energy())
     except ScoringError:
@@ -208,9 +235,16 @@ class _FireState:
 
 def relax_many(structures: Sequence[Structure], mlip, fmax: float = DEFAULT_FMAX, steps: int = DEFAULT_STEPS,
                relax_cell: bool | Sequence[bool] = True,
-               progress: Callable[[int, int], None] | None = None) -> list[RelaxResult | Exception]:
+               progress: Callable[[int, int], None] | None = None,
+               max_group_atoms: int = MAX_GROUP_ATOMS) -> list[RelaxResult | Exception]:
     """Relax many structures together: ASE's FIRE on a FrechetCellFilter for each, with one batched
-    ``mlip.predict`` (energy, forces, stress) of every unfinished structure per step.
+    ``mlip.predict`` (energy, forces, stress) per group of unfinished structures per step.
+
+    Speed (``bench/relax.md``): a step's unfinished structures go to the model in consecutive groups of
+    at most ``max_group_atoms`` atoms (a structure larger than that alone); only the starting points
+    go through the model's input screen (``check``), later steps through ``predict_prescreened`` where the
+    model has it, with neighbour lists that are not memoised (``core.neighbors.unmemoised``); numpy and
+    torch run on one thread each (``single_threaded``).
 
     Each structure keeps its own FIRE state, cell filter, step count and convergence test, so the
     trajectories are those of ``relax`` one structure at a time (final energies agree within
@@ -223,6 +257,8 @@ def relax_many(structures: Sequence[Structure], mlip, fmax: float = DEFAULT_FMAX
         steps: most FIRE steps per structure.
         relax_cell: also relax the lattice; one value for all or one per structure.
         progress: called as ``progress(finished, total)`` after each step.
+        max_group_atoms: most atoms per model call (``MAX_GROUP_ATOMS``); grouping changes no trajectory
+            beyond the float32 rounding of a differently batched graph.
 
     Returns:
         Per structure, in order, a ``RelaxResult`` or the ``ScoringError`` it ran into (screened out by the
@@ -230,13 +266,20 @@ def relax_many(structures: Sequence[Structure], mlip, fmax: float = DEFAULT_FMAX
     """
     if fmax <= 0 or steps < 0:
         raise ValueError(f"need fmax > 0 and steps >= 0 (got fmax={fmax}, steps={steps})")
+    if max_group_atoms < 1:
+        raise ValueError(f"need max_group_atoms >= 1 (got {max_group_atoms})")
     flags = [relax_cell] * len(structures) if isinstance(relax_cell, bool) else list(relax_cell)
     if len(flags) != len(structures):
         raise ValueError(f"relax_cell has {len(flags)} values for {len(structures)} structures")
     states = [_FireState(s, bool(flag)) for s, flag in zip(structures, flags)]
     label = getattr(mlip, "label", getattr(mlip, "name", "MLIP"))
-    with one_blas_thread():
-        _evaluate(states, mlip, fmax, steps, label)
+    from core.neighbors import unmemoised
+
+    first = _with_forces(mlip.predict)
+    later = _with_forces(getattr(mlip, "predict_prescreened", mlip.predict))
+    with single_threaded():
+        for group in _groups(states, max_group_atoms):
+            _evaluate(group, first, fmax, steps, label)
         while True:
             active = [s for s in states if not s.done]
             if progress is not None:
@@ -246,25 +289,41 @@ def relax_many(structures: Sequence[Structure], mlip, fmax: float = DEFAULT_FMAX
             for state in active:
                 state.fire_step()
                 state.steps += 1
-            _evaluate(active, mlip, fmax, steps, label)
+            with unmemoised():
+                for group in _groups(active, max_group_atoms):
+                    _evaluate(group, later, fmax, steps, label)
     return [s.error if s.error is not None else s.result() for s in states]
 
 
-def _with_forces(mlip) -> Callable[[list[Structure]], list]:
-    """``mlip.predict`` asked for forces and stress where it takes the ``forces`` switch (all backends do;
+def _groups(states: list[_FireState], max_atoms: int) -> list[list[_FireState]]:
+    """``states`` in order, cut into consecutive groups of at most ``max_atoms`` atoms (a larger one alone)."""
+    groups: list[list[_FireState]] = []
+    atoms = 0
+    for state in states:
+        if not groups or atoms + state.n > max_atoms:
+            groups.append([])
+            atoms = 0
+        groups[-1].append(state)
+        atoms += state.n
+    return groups
+
+
+def _with_forces(predict: Callable[..., list]) -> Callable[[list[Structure]], list]:
+    """``predict`` asked for forces and stress where it takes the ``forces`` switch (all backends do;
     simple doubles may always return them)."""
     import functools
     import inspect
 
     try:
-        takes = "forces" in inspect.signature(mlip.predict).parameters
+        takes = "forces" in inspect.signature(predict).parameters
     except (TypeError, ValueError):
         takes = False
-    return functools.partial(mlip.predict, forces=True) if takes else mlip.predict
+    return functools.partial(predict, forces=True) if takes else predict
 
 
-def _evaluate(states: list[_FireState], mlip, fmax: float, steps: int, label: str) -> None:
-    """Energies, forces and stresses of ``states`` in one batched call; then each one's generalised forces
+def _evaluate(states: list[_FireState], predict: Callable[[list[Structure]], list], fmax: float, steps: int,
+              label: str) -> None:
+    """Energies, forces and stresses of ``states`` in one ``predict`` call; then each one's generalised forces
     and convergence test (ASE: converged when max row norm < fmax; stop at ``steps``)."""
     from scipy.linalg import expm
 
@@ -273,7 +332,7 @@ def _evaluate(states: list[_FireState], mlip, fmax: float, steps: int, label: st
         for state, f_def in zip(cells, expm(np.array([s.u for s in cells]))):
             state.f_def = f_def
     try:
-        results = list(_with_forces(mlip)([s.current() for s in states]))
+        results = list(predict([s.current() for s in states]))
     except Exception as exc:  # noqa: BLE001 - predict isolates failures itself; this is a last resort
         results = [exc] * len(states)
     good = []
