@@ -53,12 +53,12 @@ class Edits:
         self.shown = [int(i) for i in frame["id"]]
         self.selected &= set(self.shown)
         out = frame.copy()
-        for row, entry_id in enumerate(self.shown):
-            edit = self.pending.get(entry_id)
-            if edit is not None:
-                for name in FIELDS:
-                    out.iloc[row, out.columns.get_loc(name)] = edit[name]
-            out.iloc[row, out.columns.get_loc("select")] = entry_id in self.selected
+        # whole columns at once: one cell assignment per row costs ~2 ms, a second for 500 entries
+        out["select"] = [entry_id in self.selected for entry_id in self.shown]
+        for name in FIELDS:
+            stored = out[name].tolist()
+            out[name] = [self.pending[i][name] if i in self.pending else stored[row]
+                         for row, i in enumerate(self.shown)]
         return out
 
     def editor_key(self, prefix: str = "shortlist-editor") -> str:

@@ -67,10 +67,10 @@ if c2.button(f"Remove selected ({len(chosen)})", disabled=not chosen, key="short
         store.remove(entry_id)
     st.rerun()
 try:
-    from core.export import cif_zip, properties_csv
+    from core.export import properties_csv
 
     # built when clicked (a callable), not on every rerun: 500 CIFs take seconds
-    c3.download_button(f"CIF zip ({scope_text})", lambda: cif_zip(store.entries(scope)), file_name="shortlist-cifs.zip",
+    c3.download_button(f"CIF zip ({scope_text})", lambda: shortlisting.cif_zip_of(store, scope), file_name="shortlist-cifs.zip",
                        mime="application/zip", key="shortlist-zip", icon=":material/download:")
 
     def scope_csv() -> bytes:
@@ -88,31 +88,35 @@ try:
 except Exception as exc:  # noqa: BLE001
     widgets.show_error(exc, "cannot export")
 
-with st.expander("How far to trust the scores: uncertainty and feasibility", icon=":material/verified:"):
-    st.caption("ε_elec ± σ from the dielectric model's ensemble members, FoM ± σ propagated (first order, "
-               "independent errors), and the feasibility checklist (charge balance, E_hull, relaxation, symmetry, "
-               "novelty, toxic/radioactive and scarce elements). The MLIP committee (M3GNet, CHGNet, SevenNet) adds "
-               "E_hull ± σ but loads two more models and their hull references: minutes on a CPU. "
-               "Calibration against DFT: bench/uncertainty.md.")
-    t1, t2 = st.columns([2, 3])
-    with_committee = t2.toggle("Include the MLIP committee (slow)", key="shortlist-committee")
-    if t1.button(f"Assess {scope_text}", key="shortlist-assess", icon=":material/troubleshoot:"):
-        try:
-            with st.spinner("Estimating uncertainty and checking feasibility…"):
-                done = shortlisting.assess_entries(store, scope, committee=with_committee)
-        except Exception as exc:  # noqa: BLE001
-            widgets.show_error(exc, "cannot assess the shortlist")
-        else:
-            st.toast(f"Assessed {done} entries")
-            st.rerun()
-    if {"band_gap_ev", "eps_elec"} <= set(listing.columns):
-        from app.plots import pareto_figure
+# computed only while open (on_change="rerun"): the plot of 500 entries costs most of a second on every rerun
+trust = st.expander("How far to trust the scores: uncertainty and feasibility", icon=":material/verified:",
+                    key="shortlist-trust", on_change="rerun")
+if trust.open:
+    with trust:
+        st.caption("ε_elec ± σ from the dielectric model's ensemble members, FoM ± σ propagated (first order, "
+                   "independent errors), and the feasibility checklist (charge balance, E_hull, relaxation, symmetry, "
+                   "novelty, toxic/radioactive and scarce elements). The MLIP committee (M3GNet, CHGNet, SevenNet) adds "
+                   "E_hull ± σ but loads two more models and their hull references: minutes on a CPU. "
+                   "Calibration against DFT: bench/uncertainty.md.")
+        t1, t2 = st.columns([2, 3])
+        with_committee = t2.toggle("Include the MLIP committee (slow)", key="shortlist-committee")
+        if t1.button(f"Assess {scope_text}", key="shortlist-assess", icon=":material/troubleshoot:"):
+            try:
+                with st.spinner("Estimating uncertainty and checking feasibility…"):
+                    done = shortlisting.assess_entries(store, scope, committee=with_committee)
+            except Exception as exc:  # noqa: BLE001
+                widgets.show_error(exc, "cannot assess the shortlist")
+            else:
+                st.toast(f"Assessed {done} entries")
+                st.rerun()
+        if {"band_gap_ev", "eps_elec"} <= set(listing.columns):
+            from app.plots import pareto_figure
 
-        plane = listing[listing["id"].isin(scope)]
-        st.plotly_chart(pareto_figure(plane, height=420), width="stretch", key="shortlist-plane")
+            plane = listing[listing["id"].isin(scope)]
+            st.plotly_chart(pareto_figure(plane, height=420), width="stretch", key="shortlist-plane")
 
 st.divider()
-labels = {int(r["id"]): f"#{int(r['id'])} {r['formula']} ({r['source']})" for _, r in listing.iterrows()}
+labels = shortlisting.entry_labels(listing)
 pick = st.selectbox("Show entry", list(labels), format_func=labels.get, key="shortlist-pick")
 try:
     entry = store.get(pick)

@@ -80,6 +80,9 @@ def test_shortlist_page_assesses_and_offers_dft_inputs(app_data):
     labels = [b.label for b in at.get("download_button")]
     assert any(label.startswith("DFT inputs (all 2)") for label in labels)
     assert any("Feasibility" in m.value for m in at.markdown)                 # badges in the detail panel
+    assert not [b for b in at.button if b.label.startswith("Assess")]       # the trust panel is built only when open
+    at.session_state["shortlist-trust"] = True                                # open it
+    at.run()
     next(b for b in at.button if b.label.startswith("Assess all 2")).click().run()
     assert not at.exception, [e.value for e in at.exception]
     entries = store.entries()

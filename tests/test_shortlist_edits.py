@@ -114,3 +114,48 @@ def test_page_shows_pending_edits_and_conflicts_after_the_list_changed(tmp_path,
     next(b for b in at.button if b.label.startswith("Keep mine")).click().run()
     next(b for b in at.button if b.label.startswith("Save notes & tags")).click().run()
     assert sl.get(1).notes == "mine" and at.session_state["shortlist-edits"].count() == 0
+
+
+def test_table_lays_edits_and_selection_over_whole_columns(store):
+    edits = Edits()
+    shown(edits, store)
+    edits.capture({0: {"select": True}, 2: {"notes": "third", "tags": "t"}})
+    table = shown(edits, store)
+    assert list(table["select"]) == [True, False, False]
+    assert list(table["notes"]) == ["Cs note", "Rb note", "third"] and list(table["tags"]) == ["a", "a", "t"]
+    assert list(shortlisting.editable_frame(store.list())["notes"]) == ["Cs note", "Rb note", "K note"]   # a copy
+
+
+def test_cif_zip_writes_each_entry_once_per_server(store, monkeypatch):
+    import io
+    import zipfile
+
+    from core import export
+
+    calls = []
+    real = export.cif
+    monkeypatch.setattr(export, "cif", lambda s, **kw: calls.append(s) or real(s, **kw))
+    monkeypatch.setattr(shortlisting, "_CIFS", {})
+    first = shortlisting.cif_zip_of(store, [1, 2, 3])
+    assert len(calls) == 3
+    again = shortlisting.cif_zip_of(store, [3, 1])
+    assert len(calls) == 3                                        # from the cache
+    with zipfile.ZipFile(io.BytesIO(first)) as a, zipfile.ZipFile(io.BytesIO(again)) as b:
+        assert sorted(b.namelist()) == sorted(n for n in a.namelist() if n.startswith(("0001", "0003")))
+        assert all(b.read(n) == a.read(n) for n in b.namelist())
+        assert a.read(a.namelist()[0]).decode() == real(store.get(1).structure)
+    assert shortlisting.entry_labels(store.list()) == {1: "#1 CsCl ()", 2: "#2 RbCl ()", 3: "#3 KCl ()"}
+
+
+def test_trust_panel_is_built_only_when_opened(store, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CFRL_APP_DATA_DIR", str(store.path.parent))
+    store.path.rename(store.path.parent / "shortlist.sqlite")
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    at.run()
+    at.switch_page("../pages/shortlist.py").run()
+    assert not at.exception and not [b for b in at.button if b.label.startswith("Assess")]
+    at.session_state["shortlist-trust"] = True
+    at.run()
+    assert [b.label for b in at.button if b.label.startswith("Assess")] == ["Assess all 3"]
