@@ -172,3 +172,23 @@ def test_descriptors_refuse_elements_without_data():
     og = Structure(Lattice.cubic(4.0), ["Og", "F"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     with pytest.raises(ScoringError, match="Og"):
         descriptors(og)
+
+
+def test_grouped_split_labels_hold_out_whole_chemistries() -> None:
+    """bench/dielectric_grouped.py groups rock-salt NaCl with any other Na-Cl compound and labels its anion Cl
+    (Pauling χ: Cl 3.16 > Na 0.93); MgO's anion is O."""
+    import importlib.util
+    from pathlib import Path
+
+    from pymatgen.core import Lattice, Structure as _Structure
+
+    spec = importlib.util.spec_from_file_location(
+        "dielectric_grouped", Path(__file__).resolve().parent.parent / "bench" / "dielectric_grouped.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    nacl = _Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    mgo = _Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert list(module.chemsys_groups([nacl, mgo])) == ["Cl-Na", "Mg-O"]
+    assert list(module.anion_groups([nacl, mgo])) == ["Cl", "O"]
+    metrics = module.eps_metrics(np.array([2.0, 3.0]), np.array([2.0, 2.0]))   # ε 4 and 9 against 4 and 4
+    assert metrics["eps_mae"] == pytest.approx(2.5) and metrics["n_mae"] == pytest.approx(0.5)
