@@ -94,15 +94,6 @@ class FakePropertyModel:
                 for s in structures]
 
 
-def fake_relax(structure: Structure, mlip: FakeMLIP, fmax: float = 0.1, steps: int = 500, relax_cell: bool = True):
-    """Stands in for core.scoring.relax.relax: the structure is already at its (flat) minimum."""
-    from types import SimpleNamespace
-
-    energy = mlip.energy(structure)
-    return SimpleNamespace(structure=structure.copy(), energy_ev=energy, energy_per_atom=energy / len(structure),
-                           steps=0, converged=True)
-
-
 FCC = [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]
 
 
