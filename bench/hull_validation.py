@@ -3,7 +3,7 @@
     nice -n 10 .venv/bin/python bench/hull_validation.py coverage [--n 300]
     nice -n 10 .venv/bin/python bench/hull_validation.py leave-out [--pairs Co-O,Fe-P] [--per-pair 8]
 
-``coverage``: ``--n`` samples each from checkpoints/base and checkpoints/rl-ehull (space groups from the
+``coverage``: ``--n`` samples each from checkpoints/base and checkpoints/rl-ehull (or ``--models``) (space groups from the
 training distribution, seed 0), scored statically with the default MLIP on the bundled hull; per model the
 share of scored samples in each coverage class (``core.scoring.coverage``), the share more than
 0.1 eV/atom below the hull, and the stability rate over judged rows next to the old all-rows rate.
@@ -56,7 +56,7 @@ def _machine() -> str:
 # ---------------------------------------------------------------- coverage of generated samples
 
 
-def coverage(n: int) -> None:
+def coverage(n: int, models: list[str]) -> None:
     from core import settings
     from core.checkpoint import load_checkpoint
     from core.sampler import sample
@@ -65,9 +65,10 @@ def coverage(n: int) -> None:
     from core.scoring.pipeline import score
 
     rows = []
-    for name in ("base", "rl-ehull"):
+    for name in models:
         start = time.perf_counter()
-        checkpoint = load_checkpoint(settings.checkpoints_dir() / name)
+        path = Path(name) if Path(name).is_dir() else settings.checkpoints_dir() / name
+        checkpoint = load_checkpoint(path)
         structures = [s.structure for s in sample(checkpoint, "train", num=n, seed=0) if s.structure is not None]
         table = score(structures, hull="bundled", properties=False)
         scored = table[table["e_above_hull"].notna()]
@@ -189,6 +190,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     cov = sub.add_parser("coverage")
     cov.add_argument("--n", type=int, default=300)
+    cov.add_argument("--models", default="base,rl-ehull", help="shipped checkpoint names or checkpoint folders")
     out = sub.add_parser("leave-out")
     out.add_argument("--pairs", default="Co-O,Fe-P")
     out.add_argument("--per-pair", type=int, default=8)
@@ -197,7 +199,7 @@ def main() -> None:
     args = parser.parse_args()
     OUT = Path(args.out)
     if args.what == "coverage":
-        coverage(args.n)
+        coverage(args.n, args.models.split(","))
     else:
         leave_out([frozenset(p.split("-")) for p in args.pairs.split(",")], args.per_pair)
 

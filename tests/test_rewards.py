@@ -18,7 +18,7 @@ from core.scoring.rewards import (
 
 def table(**columns) -> pd.DataFrame:
     n = len(next(iter(columns.values())))
-    base = {"error": [None] * n, "struct_valid": [True] * n, "comp_valid": [True] * n, "energy_per_atom": [-5.0] * n}
+    base = {"formula": ["NaCl"] * n, "error": [None] * n, "struct_valid": [True] * n, "comp_valid": [True] * n, "energy_per_atom": [-5.0] * n}
     return pd.DataFrame({**base, **columns})
 
 
@@ -35,6 +35,16 @@ def test_ehull_reward_clips_below_hull_and_unjudged_rows_pay_the_worst_judged_va
     assert stats["judged_fraction"] == pytest.approx(4 / 8)
     assert stats["stable_fraction"] == pytest.approx(3 / 8)    # 0.05, 0.0, -0.05 on judged hulls
     assert stats["e_hull_mean"] == pytest.approx((0.05 + 0.0 - 0.05 + 4.0) / 4)
+
+
+def test_elemental_solids_earn_the_penalty_however_close_to_their_hull():
+    """A generated O2 or Ni lies on its own elemental reference (a judged hull calls it stable), but it is a
+    known element, not a candidate: the policy that went there (28 % O2) must not be paid for it."""
+    t = table(formula=["O2", "Ni", "FeO", "LiCoO2", None], e_above_hull=[0.0, 0.01, 0.02, 0.0, 0.0],
+              hull_coverage=["full"] * 5, fom_ev=[12.0, 0.0, 6.0, 8.0, 9.0])
+    np.testing.assert_allclose(ehull_reward_values(t), [-UNJUDGED_EHULL_PENALTY_EV] * 2 + [-0.02, 0.0]
+                               + [-UNJUDGED_EHULL_PENALTY_EV])
+    np.testing.assert_allclose(fom_reward_values(t), [0.0, 0.0, 6.0, 8.0, 0.0])
 
 
 def test_fom_reward_counts_only_stable_judged_rows_and_fades_above_the_threshold():

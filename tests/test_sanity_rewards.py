@@ -13,7 +13,7 @@ from core.scoring import rewards, sanity
 
 def table(**columns) -> pd.DataFrame:
     n = len(next(iter(columns.values())))
-    base = {"error": [None] * n, "struct_valid": [True] * n, "comp_valid": [True] * n}
+    base = {"formula": ["NaCl"] * n, "error": [None] * n, "struct_valid": [True] * n, "comp_valid": [True] * n}
     return pd.DataFrame({**base, **columns})
 
 

@@ -6,7 +6,8 @@ gamed (a model finds every blind spot of its reward):
 
 * ``EhullReward``: r(x) = −max(E_hull(x), 0) in eV/atom on rows the hull can judge
   (``core.scoring.sanity.judged``: hull coverage full or completed, no error, valid, not unphysical, not
-  more than 0.1 eV/atom below the hull); every other sample gets −``UNJUDGED_EHULL_PENALTY_EV``, the worst
+  more than 0.1 eV/atom below the hull) that hold two or more elements; every other sample (an elemental
+  solid included: it is a known element, not a candidate) gets −``UNJUDGED_EHULL_PENALTY_EV``, the worst
   a judged row can score, so moving into chemical systems the reference cannot judge never pays, and an
   MLIP artefact below the hull earns no more than being on it;
 * ``FomReward``: ε_elec(x) · E_g(x) in eV, counted in full only on judged rows with E_hull ≤ 0.1 eV/atom
@@ -46,6 +47,25 @@ def _mean(values: np.ndarray, ok: np.ndarray) -> float:
     return float(np.mean(values[ok])) if ok.any() else math.nan
 
 
+def compound_rows(table: pd.DataFrame) -> np.ndarray:
+    """Rows whose ``formula`` holds two or more elements. A generated elemental solid (O2, Ni, Fe) sits on
+    its own elemental reference, so a judged hull calls it stable, yet it is a known element, not a
+    candidate material: a policy trained on 100 steps of −max(E_hull, 0) without this rule turned 28 % of
+    its samples into O2 and 62 distinct formulas of 300 (``bench/hull_validation.md``)."""
+    if not len(table) or "formula" not in table:
+        return np.zeros(len(table), dtype=bool)
+    return np.array([_element_count(f) >= 2 for f in table["formula"]], dtype=bool)
+
+
+def _element_count(formula: Any) -> int:
+    from pymatgen.core import Composition
+
+    try:
+        return len(Composition(str(formula)).elements) if isinstance(formula, str) and formula else 0
+    except (ValueError, KeyError):
+        return 0
+
+
 def ehull_reward_values(table: pd.DataFrame) -> np.ndarray:
     """RL reward per row (eV/atom, higher is better) from a score table with ``e_above_hull`` and
     ``hull_coverage`` (``core.scoring.pipeline.score``; use ``hull="bundled+complete"`` to judge more rows).
@@ -53,10 +73,10 @@ def ehull_reward_values(table: pd.DataFrame) -> np.ndarray:
     * judged rows (``judged``): −max(E_hull, 0), so being below the hull earns no more than being on it
       and an MLIP artefact is not a target; E_hull ≤ ``UNPHYSICAL_E_HULL_EV`` there, so the reward is in [−5, 0];
     * every other row (not scored, invalid, unphysical, > 0.1 eV/atom below the hull, hull not covering its
-      system): −``UNJUDGED_EHULL_PENALTY_EV`` = −5 eV/atom, the worst a judged row can score, so going where
-      the reference is blind never pays.
+      system, a single element: ``compound_rows``): −``UNJUDGED_EHULL_PENALTY_EV`` = −5 eV/atom, the worst a
+      judged row can score, so going where the reference is blind never pays, nor does regenerating an element.
     """
-    ok = judged(table)
+    ok = judged(table) & compound_rows(table)
     return np.where(ok, -np.maximum(np.nan_to_num(_column(table, "e_above_hull")), 0.0), -UNJUDGED_EHULL_PENALTY_EV)
 
 
@@ -64,14 +84,15 @@ def fom_reward_values(table: pd.DataFrame, threshold: float = STABILITY_THRESHOL
                       fade: float = FOM_FADE_EV) -> np.ndarray:
     """Stability-aware figure-of-merit reward per row (eV): FoM = ε_elec · E_g counted in full on judged
     rows with E_hull ≤ ``threshold`` (eV/atom), fading linearly to 0 at ``threshold + fade``, and 0 — the
-    least any row can score, FoM being ≥ 0 — on rows that are not judged (``judged``) or have no FoM. So a
+    least any row can score, FoM being ≥ 0 — on rows that are not judged (``judged``), are a single element
+    (``compound_rows``) or have no FoM. So a
     high FoM of an unstable, unphysical (E_hull 46 eV/atom) or unjudgeable structure earns nothing.
 
     Needs ``fom_ev``, ``e_above_hull`` and ``hull_coverage`` (score with properties and a hull).
     """
     if not len(table) or "fom_ev" not in table:
         return np.zeros(len(table))
-    ok = judged(table)
+    ok = judged(table) & compound_rows(table)
     if not ok.any():
         return np.zeros(len(table))
     fom = np.maximum(np.nan_to_num(_column(table, "fom_ev")), 0.0)
