@@ -14,6 +14,16 @@ in the batch has ended. The last site is always padding, so every sample has a l
 Temperature T scales the Wyckoff, element and mixture-component logits by 1/T, von Mises
 concentrations by 1/T and lattice widths by √T. The returned ``logp`` is the crystal's log-likelihood
 under the model itself (T = 1, no element mask), the same number ``core.logp`` computes.
+
+Overlap-aware sampling (``reject_overlaps=True``; off by default, so RL and screens see the model's own
+distribution): a finished crystal with two atoms closer than ``core.overlap``'s pair threshold is drawn
+again, first only its lattice (the model's exact conditional p(L | sites), read from the row the
+decoding already computed: no transformer call), then as a whole crystal of the same space group, in
+batched rounds. The samples then follow the model restricted to non-overlapping crystals (see
+``_reject_overlaps`` for the one approximation, the lattice retries), while ``logp`` stays the model's
+own log-likelihood of each returned sequence. Redrawing a coordinate while decoding is not possible
+here: distances need the lattice, which the model emits last. Crystals that never fit come back
+flagged (``Sample.fits`` False), never dropped.
 """
 from __future__ import annotations
 
