@@ -303,11 +303,52 @@ def viewer_canvas(page, timeout_s: float = 60.0, min_colours: int = 21):
     raise TimeoutError(f"no drawn 3D viewer canvas within {timeout_s:.0f} s")
 
 
+def open_options(page, widget) -> list[str]:
+    """Open the option list of a Streamlit selectbox or multiselect and return its options' texts. A click
+    focuses the combobox; whether it also opens the list differs between widgets, so the arrow key a
+    keyboard user would press opens it when the click did not."""
+    box = widget.get_by_role("combobox")
+
+    def opened(within_s: float = 2.0) -> bool:       # React opens the list a frame or more after the event
+        deadline = time.time() + within_s
+        while time.time() < deadline:
+            if box.get_attribute("aria-expanded") == "true":
+                return True
+            time.sleep(0.1)
+        return False
+
+    box.click()
+    for key in ("ArrowDown", "Alt+ArrowDown"):
+        if opened():
+            break
+        box.press(key)
+    listbox = page.locator(f'[id="{box.get_attribute("aria-controls")}"]') if box.get_attribute("aria-controls") \
+        else page.get_by_role("listbox")
+    try:
+        listbox.get_by_role("option").first.wait_for(timeout=30_000)
+    except Exception as error:
+        raise AssertionError(f"the option list did not open: combobox {box.evaluate('e => e.outerHTML')[:600]}; "
+                             f"{page.get_by_role('option').count()} options on the page") from error
+    return listbox.get_by_role("option").all_inner_texts()
+
+
+def wait_for_change(read: Callable[[], object], before: object, timeout_s: float = 60.0) -> object:
+    """Poll ``read()`` until it differs from ``before`` (a rerun has painted its result); return the new value.
+    Raises AssertionError naming the unchanged value when it never changes."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        now = read()
+        if now != before:
+            return now
+        time.sleep(0.2)
+    raise AssertionError(f"still {before!r} after {timeout_s:.0f} s")
+
+
 def choose(page, widget, *options: str) -> None:
     """Pick ``options`` in a Streamlit selectbox or multiselect (``widget``: its ``stSelectbox`` /
     ``stMultiSelect`` element) as a user does: open the list, click each option, close it."""
     for option in options:
-        widget.locator("input").click()
+        open_options(page, widget)
         page.get_by_role("option", name=option, exact=True).click()
         wait_idle(page)
     page.keyboard.press("Escape")   # a multiselect keeps its list open after a click

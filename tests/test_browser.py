@@ -278,8 +278,7 @@ def test_runs_side_by_side_uploads_flagged_rows_and_tour(setup):
         harness.wait_idle(page)
         run_picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Run").last
         assert run_picker.locator("input").input_value() == "2. rl-fom"                # the new run shown first
-        run_picker.locator("input").click()
-        assert page.get_by_role("option").all_inner_texts() == ["2. rl-fom", "1. base"]   # the first run kept
+        assert harness.open_options(page, run_picker) == ["2. rl-fom", "1. base"]        # the first run kept
         page.keyboard.press("Escape")
 
         # ---- (b) uploads on Score: three readable CIFs and a disordered one, at once ------------------
@@ -334,14 +333,13 @@ def test_runs_side_by_side_uploads_flagged_rows_and_tour(setup):
         assert counted, note
         assert int(counted[2]) == len(scores) and int(counted[3]) == len(flagged_ids)
         assert "unphysical" in note
-        toggle = page.get_by_role("checkbox", name=f"Show flagged ({len(flagged_ids)})", exact=True)
+        toggle = page.get_by_role("switch", name=f"Show flagged ({len(flagged_ids)})", exact=True)
         assert not toggle.is_checked()
         points = harness.plot_ids(page, "structures", "no E<sub>hull</sub>")
         assert points and not points & flagged_ids
         assert not harness.plot_ids(page, "Pareto front") & flagged_ids
         picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Structure")
-        picker.locator("input").click()
-        options = page.get_by_role("option").all_inner_texts()
+        options = harness.open_options(page, picker)
         page.keyboard.press("Escape")
         assert not [o for o in options if " LaN" in o or "flagged" in o], options
         harness.wait_idle(page)
@@ -364,10 +362,14 @@ def test_runs_side_by_side_uploads_flagged_rows_and_tour(setup):
                   for run in ("1. base", "2. rl-fom")}
         page.get_by_text("Filter by run, elements, formula, symmetry").click()
         runs = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Runs")
+        before = harness.caption(page, "Showing")
         harness.choose(page, runs, "1. base")
+        harness.wait_for_change(lambda: harness.caption(page, "Showing"), before)
         only_base = harness.plot_ids(page, "structures", "no E<sub>hull</sub>")
         assert only_base and only_base <= by_run["1. base"]
+        before = harness.caption(page, "Showing")
         harness.choose(page, runs, "2. rl-fom")
+        harness.wait_for_change(lambda: harness.caption(page, "Showing"), before)
         both = harness.plot_ids(page, "structures", "no E<sub>hull</sub>")
         assert both & by_run["1. base"] and both & by_run["2. rl-fom"] and both <= by_run["1. base"] | by_run["2. rl-fom"]
         shot(page, "explore_two_runs")
@@ -392,14 +394,15 @@ def test_runs_side_by_side_uploads_flagged_rows_and_tour(setup):
         expect(rl_button).to_be_enabled(timeout=TIMEOUT_MS)
         harness.wait_idle(page)
         rates = page.locator('[data-testid="stTable"]').inner_text()
-        assert re.search(r"\d+\. base", rates) and re.search(r"\d+\. rl-fom", rates), rates
+        header = rates.split("Samples")[0].split()                                   # one column per model
+        assert header[-2:] == ["base", "rl-fom"], rates
+        assert re.search(rf"Samples\s+{TOUR_SAMPLES}\s+{TOUR_SAMPLES}", rates), rates
         assert page.locator(".js-plotly-plot").count() == 2                           # step 5: the comparison plane
         shot(page, "tour")
 
         # nothing was replaced along the way: Generate still holds the first two runs next to the tour's
         harness.open_page(page, "Generate")
-        page.locator('[data-testid="stSelectbox"]').filter(has_text="Run").last.locator("input").click()
-        kept = page.get_by_role("option").all_inner_texts()
+        kept = harness.open_options(page, page.locator('[data-testid="stSelectbox"]').filter(has_text="Run").last)
         page.keyboard.press("Escape")
         assert {"1. base", "2. rl-fom"} <= set(kept) and len(kept) == 4, kept
         page.close()
