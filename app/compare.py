@@ -28,6 +28,7 @@ RATE_ROWS = (
     ("median_e_above_hull", "Median E_hull (eV/atom, judged rows)", "value3"),
     ("median_fom_ev", "Median FoM ε·E_g (eV, judged rows)", "value2"),
 )
+CAUTION_DROP = 0.10  # a fall in uniqueness or judged share larger than this is pointed out (fraction)
 FOM_LINE_EV = 10.0   # eV: the paper's Fig. 6 line between ordinary and high-FoM dielectrics
 
 # The paper's numbers, as the paper's: its model (4.8 M parameters, 16 layers) was trained on Alex-20
@@ -168,6 +169,12 @@ def findings(summaries: dict[str, dict[str, float]]) -> list[str]:
         trend = "higher" if vb > va else "lower" if vb < va else "the same"
         out.append(f"Here, {names[1]} has a {trend} {what} than {names[0]}: "
                    f"{va * scale:.{digits}f}{unit} → {vb * scale:.{digits}f}{unit}.")
+    for key, what in (("uniqueness", "distinct structures"), ("judged", "samples the scorer can judge")):
+        va, vb = a.get(key, math.nan), b.get(key, math.nan)
+        if vb < va - CAUTION_DROP:          # NaN compares False: no line without both rates
+            out.append(f"Check where a gain came from: {names[1]} has fewer {what} than {names[0]}: "
+                       f"{100 * va:.0f} % → {100 * vb:.0f} %. A model trained against a scorer finds its blind "
+                       "spots (a few formulas it rewards, systems its hull cannot judge).")
     return out
 
 

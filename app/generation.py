@@ -16,7 +16,8 @@ MAX_SAMPLES = 1000
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """Sampling settings: space group (1–230 or "train"), count, temperature, element allow/deny lists, seed."""
+    """Sampling settings: space group (1–230 or "train"), count, temperature, element allow/deny lists, seed,
+    and overlap-aware sampling (on: crystals with overlapping atoms are drawn again, ``core.sampler.sample``)."""
 
     spacegroup: int | str = 225
     num: int = 100
@@ -24,6 +25,7 @@ class GenerateRequest:
     elements: tuple[str, ...] = field(default_factory=tuple)
     exclude: tuple[str, ...] = field(default_factory=tuple)
     seed: int = 0
+    reject_overlaps: bool = True
 
     def check(self) -> None:
         """Raise InvalidInputError for requests the sampler cannot honour, naming the fix."""
@@ -44,6 +46,8 @@ class GenerateRequest:
             parts.append("only " + " ".join(self.elements))
         if self.exclude:
             parts.append("no " + " ".join(self.exclude))
+        if self.reject_overlaps:
+            parts.append("overlaps redrawn")
         return ", ".join(parts)
 
 
@@ -54,7 +58,7 @@ def generate(checkpoint, request: GenerateRequest, progress: Callable[[int, int]
     request.check()
     return sample(checkpoint, spacegroup=request.spacegroup, num=int(request.num), temperature=float(request.temperature),
                   elements=list(request.elements) or None, exclude=list(request.exclude) or None,
-                  seed=int(request.seed), progress=progress)
+                  seed=int(request.seed), progress=progress, reject_overlaps=bool(request.reject_overlaps))
 
 
 def sample_into(pool, checkpoint, request: GenerateRequest, job=None, run: str | None = None) -> list[int]:
@@ -69,9 +73,12 @@ def sample_into(pool, checkpoint, request: GenerateRequest, job=None, run: str |
                                    "compiling the sampler: up to a minute on a CPU)")
     t0 = time.time()
     samples = generate(checkpoint, request, progress=(lambda d, t: job.report(d, t, "sampling")) if job is not None else None)
+    from core.sampler import acceptance
+
     made = pool.new_run(GENERATED, model=checkpoint.name, settings=request.describe(), name=run)
     ids = pool.add_samples(samples, source=checkpoint.name, run=made.name)
-    pool.generation = {"checkpoint": checkpoint.name, "request": request, "seconds": time.time() - t0, "run": made.name}
+    pool.generation = {"checkpoint": checkpoint.name, "request": request, "seconds": time.time() - t0, "run": made.name,
+                       "acceptance": acceptance(samples)}
     return ids
 
 
@@ -131,6 +138,19 @@ def with_spacegroup_labels(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     out["spacegroup_label"] = [spacegroup_label(int(g)) if pd.notna(g) else None for g in out.get("spacegroup", [])]
     return out
+
+
+def acceptance_note(rate: dict | None) -> str | None:
+    """One line on overlap-aware sampling (``core.sampler.acceptance``), or None when it was off."""
+    if not rate:
+        return None
+    n = rate["samples"]
+    note = (f"Overlap-aware sampling: {rate['first_draw']} of {n} samples ({rate['first_draw'] / n:.0%}) fitted as "
+            f"the model drew them; the others were drawn again until no two atoms were closer than 0.7 × the sum "
+            f"of their covalent radii")
+    if rate["flagged"]:
+        note += f". {rate['flagged']} never fitted and are kept, still overlapping"
+    return note + "."
 
 
 def sample_summary(frame: pd.DataFrame) -> dict[str, str]:

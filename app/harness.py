@@ -286,16 +286,103 @@ def canvas_colours(png: bytes) -> int:
     return len(np.unique(pixels, axis=0))
 
 
-def viewer_canvas(page, timeout_s: float = 60.0):
-    """The WebGL canvas of the 3Dmol viewer (inside its iframe), once drawn."""
+def viewer_canvas(page, timeout_s: float = 60.0, min_colours: int = 21):
+    """The WebGL canvas of the 3Dmol viewer (inside its ``st.iframe``), once it shows a drawn structure.
+
+    Waits on locators, which are resolved again on every try: a Streamlit rerun may replace the iframe
+    (and its frame) while we wait, so holding on to one frame object can wait forever on a detached one.
+    "Drawn" means at least ``min_colours`` distinct colours in the canvas (a blank one has a single
+    colour), so no fixed sleep is needed for 3Dmol to finish painting.
+    """
+    deadline = time.time() + timeout_s
+    frames = page.locator('iframe[data-testid="stIFrame"]')
+    while time.time() < deadline:
+        for k in range(frames.count()):
+            with contextlib.suppress(Exception):   # an iframe replaced by a rerun: look again
+                canvas = frames.nth(k).content_frame.locator("canvas").first
+                if not canvas.count():
+                    continue
+                canvas.scroll_into_view_if_needed(timeout=2000)
+                if canvas.bounding_box() and canvas_colours(canvas.screenshot(timeout=5000)) >= min_colours:
+                    return canvas
+        time.sleep(0.25)
+    raise TimeoutError(f"no drawn 3D viewer canvas within {timeout_s:.0f} s")
+
+
+def open_options(page, widget) -> list[str]:
+    """Open the option list of a Streamlit selectbox or multiselect and return its options' texts. A click
+    focuses the combobox; whether it also opens the list differs between widgets, so the arrow key a
+    keyboard user would press opens it when the click did not."""
+    box = widget.get_by_role("combobox")
+
+    def opened(within_s: float = 2.0) -> bool:       # React opens the list a frame or more after the event
+        deadline = time.time() + within_s
+        while time.time() < deadline:
+            if box.get_attribute("aria-expanded") == "true":
+                return True
+            time.sleep(0.1)
+        return False
+
+    box.click()
+    for key in ("ArrowDown", "Alt+ArrowDown"):
+        if opened():
+            break
+        box.press(key)
+    listbox = page.locator(f'[id="{box.get_attribute("aria-controls")}"]') if box.get_attribute("aria-controls") \
+        else page.get_by_role("listbox")
+    try:
+        listbox.get_by_role("option").first.wait_for(timeout=30_000)
+    except Exception as error:
+        raise AssertionError(f"the option list did not open: combobox {box.evaluate('e => e.outerHTML')[:600]}; "
+                             f"{page.get_by_role('option').count()} options on the page") from error
+    return listbox.get_by_role("option").all_inner_texts()
+
+
+def wait_for_change(read: Callable[[], object], before: object, timeout_s: float = 60.0) -> object:
+    """Poll ``read()`` until it differs from ``before`` (a rerun has painted its result); return the new value.
+    Raises AssertionError naming the unchanged value when it never changes."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        for frame in page.frames:
-            if frame == page.main_frame:
-                continue
-            with contextlib.suppress(Exception):
-                canvas = frame.locator("canvas")
-                if canvas.count() and canvas.first.bounding_box():
-                    return canvas.first
-        time.sleep(0.25)
-    raise TimeoutError("no 3D viewer canvas appeared")
+        now = read()
+        if now != before:
+            return now
+        time.sleep(0.2)
+    raise AssertionError(f"still {before!r} after {timeout_s:.0f} s")
+
+
+def choose(page, widget, *options: str) -> None:
+    """Pick ``options`` in a Streamlit selectbox or multiselect (``widget``: its ``stSelectbox`` /
+    ``stMultiSelect`` element) as a user does: open the list, click each option, close it."""
+    for option in options:
+        open_options(page, widget)
+        page.get_by_role("option", name=option, exact=True).click()
+        wait_idle(page)
+    page.keyboard.press("Escape")   # a multiselect keeps its list open after a click
+    wait_idle(page)
+
+
+def set_number(page, label: str, value: float) -> None:
+    """Type ``value`` into the number input labelled ``label`` and leave it (Streamlit commits on blur)."""
+    field = page.get_by_role("spinbutton", name=label, exact=True)
+    field.fill(str(value))
+    field.blur()
+
+
+def caption(page, containing: str) -> str:
+    """The text of the first caption on the page that contains ``containing`` (waits for it)."""
+    box = page.locator('[data-testid="stCaptionContainer"]').filter(has_text=containing).first
+    box.wait_for()
+    return box.inner_text()
+
+
+def download(page, button_name: str) -> bytes:
+    """Click the download button ``button_name`` and return the file it sends (the page must accept downloads)."""
+    with page.expect_download() as started:
+        page.get_by_role("button", name=button_name, exact=True).click()
+    return Path(started.value.path()).read_bytes()
+
+
+def plot_ids(page, *traces: str, chart_index: int = 0) -> set[int]:
+    """Pool ids (``customdata[0]``) of the points of the named traces of a plotly chart."""
+    return {int(float(row[0])) for t in plotly_traces(page, chart_index) if t["name"] in traces
+            for row in (t["customdata"] or [])}

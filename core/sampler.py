@@ -14,6 +14,16 @@ in the batch has ended. The last site is always padding, so every sample has a l
 Temperature T scales the Wyckoff, element and mixture-component logits by 1/T, von Mises
 concentrations by 1/T and lattice widths by √T. The returned ``logp`` is the crystal's log-likelihood
 under the model itself (T = 1, no element mask), the same number ``core.logp`` computes.
+
+Overlap-aware sampling (``reject_overlaps=True``; off by default, so RL and screens see the model's own
+distribution): a finished crystal with two atoms closer than ``core.overlap``'s pair threshold is drawn
+again, first only its lattice (the model's exact conditional p(L | sites), read from the row the
+decoding already computed: no transformer call), then as a whole crystal of the same space group, in
+batched rounds. The samples then follow the model restricted to non-overlapping crystals (see
+``_reject_overlaps`` for the one approximation, the lattice retries), while ``logp`` stays the model's
+own log-likelihood of each returned sequence. Redrawing a coordinate while decoding is not possible
+here: distances need the lattice, which the model emits last. Crystals that never fit come back
+flagged (``Sample.fits`` False), never dropped.
 """
 from __future__ import annotations
 
@@ -27,18 +37,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from core import lattice as lat
-from core import wyckoff
+from core import overlap, wyckoff
 from core.checkpoint import Checkpoint
 from core.config import ModelConfig
 from core.errors import InvalidInputError
 from core.logp import coord_logpdf, lattice_logpdf, multiplicities
 from core.model import CrystalFormer, grow_cache, init_cache
+from core.overlap import OverlapRule
 from core.tokens import CrystalTokens, atomic_number
 
 DECODE_SPANS = (16, 40)           # cache lengths while t < span (then seq_len): most crystals stop early
 CACHE_BUDGET_BYTES = 224 * 2**20  # full-length key/value cache per chunk; larger batches run in chunks. Decoding
                                   # is memory-bound: at the paper config 16-32 rows run as fast per crystal
                                   # as 128, with a fraction of the memory (bench/sampling.py)
+# overlap-aware sampling (``sample(reject_overlaps=True)``; numbers measured in bench/overlap.md)
+LATTICE_TRIES = 8     # lattices per drawn crystal (the first included); no transformer call, ~free
+CRYSTAL_ROUNDS = 10   # rounds of whole-crystal redraws for what no lattice fits; each is one batched decode
+MIN_ROUND_ROWS = 32   # smallest decode of a redraw round: fewer compiled shapes; spare slots are extra candidates
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,13 +61,20 @@ CACHE_BUDGET_BYTES = 224 * 2**20  # full-length key/value cache per chunk; large
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Sample:
-    """One generated crystal. ``structure`` is None (and ``error`` says why) when it cannot be built."""
+    """One generated crystal. ``structure`` is None (and ``error`` says why) when it cannot be built;
+    ``fits`` False flags a crystal overlap-aware sampling could not make fit (its atoms overlap)."""
 
     tokens: CrystalTokens
     logp: float                      # log-likelihood under the model, nats
     logp_parts: dict = field(default_factory=dict)
     structure: object = None         # pymatgen Structure
     error: str | None = None
+    # overlap-aware sampling only (None otherwise): see ``sample(reject_overlaps=...)``
+    fits: bool | None = None         # no two atoms closer than the rule's threshold
+    min_distance: float | None = None  # shortest interatomic distance, Å (inf: none within 3 Å)
+    overlap: str | None = None       # which atoms clash, when it does not fit
+    draws: int | None = None         # whole crystals drawn for this row (1: the first one was kept)
+    lattice_draws: int | None = None  # lattices tried in all
 
     @property
     def spacegroup(self) -> int:
@@ -231,27 +253,30 @@ def _decode_one_token(ctx: _Decoding, s: dict) -> dict:
     return {**s, "cache": cache, "t": t + 1}
 
 
-def _draw_lattice(ctx: _Decoding, state: dict):
-    """Lattice (B, 6), normalised, from the mixture of the row after the last site, symmetrised to the
-    crystal system; and its log-density."""
-    config, G, B = ctx.config, ctx.G, ctx.B
+def _lattice_from_row(config: ModelConfig, key, lrow, G, num_atoms, temperature, top_p):
+    """Lattice (B, 6), normalised, drawn from the Gaussian mixture of the rows ``lrow`` (B, output_size)
+    (the model's output at the first padding site: its distribution of the cell given every site) and
+    symmetrised to the crystal system; and its log-density under the model (T = 1)."""
+    B = G.shape[0]
     rows = jnp.arange(B)
-    W, A = state["W"], state["A"]
-    num_sites = jnp.sum(A != 0, axis=1)
-    lrow = state["lat_rows"][rows, num_sites]
     Kl, a0 = config.Kl, config.atom_types
-    k_comp, k_norm = jax.random.split(jax.random.fold_in(ctx.key, config.seq_len + 1))
-    comp = _categorical(k_comp, lrow[:, a0:a0 + Kl], ctx.temperature, ctx.top_p)
+    k_comp, k_norm = jax.random.split(key)
+    comp = _categorical(k_comp, lrow[:, a0:a0 + Kl], temperature, top_p)
     mu = lrow[:, a0 + Kl:a0 + 7 * Kl].reshape(B, Kl, 6)[rows, comp]
     sigma = lrow[:, a0 + 7 * Kl:a0 + 13 * Kl].reshape(B, Kl, 6)[rows, comp]
-    L = mu + sigma * jnp.sqrt(ctx.temperature) * jax.random.normal(k_norm, (B, 6), ctx.dtype)
-    num_atoms = jnp.sum(multiplicities(G, W), axis=1)
+    L = mu + sigma * jnp.sqrt(temperature) * jax.random.normal(k_norm, (B, 6), lrow.dtype)
     L = lat.normalize(lat.symmetrize(G, lat.denormalize(L, num_atoms)), num_atoms)
     return L, lattice_logpdf(lrow, L, G, config)
 
 
+def _lattice_row(ctx: _Decoding, state: dict):
+    """The output row (B, output_size) the lattice is read from: that of the first padding site."""
+    num_sites = jnp.sum(state["A"] != 0, axis=1)
+    return state["lat_rows"][jnp.arange(ctx.B), num_sites]
+
+
 def _decode(config: ModelConfig, params, key, G, temperature, top_p, atom_mask, use_cache: bool):
-    """Sample one batch. Returns (W, A, XYZ, L_normalised, logp dict); everything (B, …)."""
+    """Sample one batch. Returns (W, A, XYZ, L_normalised, logp dict, lattice row); everything (B, …)."""
     B, n, T = G.shape[0], config.n_max, config.seq_len
     dtype = jnp.result_type(float)
     tables = wyckoff.tables()
@@ -282,16 +307,29 @@ def _decode(config: ModelConfig, params, key, G, temperature, top_p, atom_mask, 
         state = jax.lax.while_loop(lambda s, end=end: (s["t"] < end) & ~s["stop"], step, state)
 
     W = state["W"]
-    L, lp_l = _draw_lattice(ctx, state)
+    lrow = _lattice_row(ctx, state)
+    num_atoms = jnp.sum(multiplicities(G, W), axis=1)
+    L, lp_l = _lattice_from_row(config, jax.random.fold_in(key, config.seq_len + 1), lrow, G, num_atoms,
+                                temperature, top_p)
     XYZ = jnp.where((W > 0)[..., None], state["XYZ"], 0.0)
     logp = {"w": state["lp_w"], "a": state["lp_a"], "xyz": state["lp_xyz"], "l": lp_l}
-    return W, state["A"], XYZ, L, logp
+    return W, state["A"], XYZ, L, logp, lrow
 
 
 @functools.lru_cache(maxsize=32)
 def _compiled(config: ModelConfig, use_cache: bool, top_p: float):
     return jax.jit(lambda params, key, G, temperature, atom_mask:
                    _decode(config, params, key, G, temperature, top_p, atom_mask, use_cache))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_lattices(config: ModelConfig, top_p: float, tries: int):
+    """``tries`` independent lattices for each row given its sites: (tries, B, 6) normalised, (tries, B) log p.
+    No transformer call: the lattice distribution is the row the decoding already computed."""
+    def draw(key, lrow, G, num_atoms, temperature):
+        keys = jax.random.split(key, tries)
+        return jax.vmap(lambda k: _lattice_from_row(config, k, lrow, G, num_atoms, temperature, top_p))(keys)
+    return jax.jit(draw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,13 +403,39 @@ def chunk_size(config: ModelConfig, batch: int, budget: int = CACHE_BUDGET_BYTES
     return min(size, cap)
 
 
+def _decode_rows(checkpoint: Checkpoint, G: np.ndarray, key, temperature: float, top_p: float, mask,
+                 use_cache: bool, size: int, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Decode the space groups ``G`` in chunks of ``size`` rows (the last padded) from ``key``; numpy arrays
+    W, A, XYZ, L and the logp parts w, a, xyz, l, plus ``lrow``, each row's lattice distribution."""
+    fn = _compiled(checkpoint.config, use_cache, float(top_p))
+    total = len(G)
+    out: dict[str, list] = {k: [] for k in ("W", "A", "XYZ", "L", "w", "a", "xyz", "l", "lrow")}
+    for c, start in enumerate(range(0, total, size)):
+        g = G[start:start + size]
+        padded = np.concatenate([g, np.full(size - len(g), g[0], np.int32)])
+        W, A, XYZ, L, lp, lrow = fn(checkpoint.params, jax.random.fold_in(key, c), jnp.asarray(padded),
+                                    jnp.asarray(temperature, jnp.result_type(float)), mask)
+        for name, value in (("W", W), ("A", A), ("XYZ", XYZ), ("L", L), *lp.items(), ("lrow", lrow)):
+            out[name].append(np.asarray(value)[:len(g)])
+        if progress:
+            progress(min(start + size, total), total)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
 def sample_arrays(checkpoint: Checkpoint, G: np.ndarray, *, temperature: float = 1.0, top_p: float = 1.0,
                   atom_mask: np.ndarray | None = None, seed: int = 0, use_cache: bool = True,
-                  batch_size: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
+                  batch_size: int | None = None, progress: Callable[[int, int], None] | None = None,
+                  reject_overlaps: bool | OverlapRule = False, lattice_tries: int = LATTICE_TRIES,
+                  crystal_rounds: int = CRYSTAL_ROUNDS) -> dict:
     """Sample token arrays for the space groups ``G`` (B,). Returns numpy W, A, XYZ, L (normalised), logp parts.
 
     Rows are drawn in chunks of ``batch_size`` rows (default ``chunk_size``: a power of two within the cache
     budget), the last one padded, so a few compiled shapes serve every request.
+
+    ``reject_overlaps`` (True for ``OverlapRule()``'s thresholds, or a rule): overlap-aware sampling, see
+    ``_reject_overlaps``; the arrays then also hold ``fits`` (B,) bool, ``min_distance`` (B,) Å,
+    ``crystal_draws`` and ``lattice_draws`` (B,) int, and ``overlap_reason`` (B,) str ('' when it fits).
+    Off (the default), the draws are exactly those of earlier versions for the same seed.
     """
     config = checkpoint.config
     if not (temperature > 0 and math.isfinite(temperature)):
@@ -379,30 +443,148 @@ def sample_arrays(checkpoint: Checkpoint, G: np.ndarray, *, temperature: float =
     if not 0 < top_p <= 1:
         raise InvalidInputError(f"top_p must be in (0, 1], got {top_p}")
     G = np.asarray(G, np.int32)
-    total = len(G)
-    size = batch_size or chunk_size(config, total)
+    size = batch_size or chunk_size(config, len(G))
     mask = jnp.asarray(element_mask(config) if atom_mask is None else atom_mask)
-    fn = _compiled(config, use_cache, float(top_p))
     key = jax.random.PRNGKey(seed)
-    out: dict[str, list] = {k: [] for k in ("W", "A", "XYZ", "L", "w", "a", "xyz", "l")}
-    for c, start in enumerate(range(0, total, size)):
-        g = G[start:start + size]
-        padded = np.concatenate([g, np.full(size - len(g), g[0], np.int32)])
-        W, A, XYZ, L, lp = fn(checkpoint.params, jax.random.fold_in(key, c), jnp.asarray(padded),
-                              jnp.asarray(temperature, jnp.result_type(float)), mask)
-        for name, value in (("W", W), ("A", A), ("XYZ", XYZ), ("L", L), *lp.items()):
-            out[name].append(np.asarray(value)[:len(g)])
-        if progress:
-            progress(min(start + size, total), total)
-    arrays = {k: np.concatenate(v) for k, v in out.items()}
+    if reject_overlaps is False or reject_overlaps is None:
+        arrays = _decode_rows(checkpoint, G, key, temperature, top_p, mask, use_cache, size, progress)
+        arrays.pop("lrow")
+        arrays["G"] = G
+        return arrays
+    rule = OverlapRule() if reject_overlaps is True else reject_overlaps
+    if not isinstance(rule, OverlapRule):
+        raise InvalidInputError(f"reject_overlaps must be True, False or an OverlapRule, got {reject_overlaps!r}")
+    if int(lattice_tries) < 1 or int(crystal_rounds) < 0:
+        raise InvalidInputError(f"lattice_tries must be >= 1 and crystal_rounds >= 0, got {lattice_tries}, {crystal_rounds}")
+    # The last chunk is padded to its compiled shape anyway: fill the padding with spare crystals of the
+    # first rows' space groups instead of copies of one group. Rows are decoded independently of each
+    # other, so the first len(G) rows are exactly the draws above; the spares are free second candidates.
+    spare = -len(G) % size
+    extended = np.concatenate([G, G[np.arange(spare) % len(G)]]).astype(np.int32)
+    drawn = _decode_rows(checkpoint, extended, key, temperature, top_p, mask, use_cache, size, progress)
+    arrays = {k: v[:len(G)] for k, v in drawn.items()}
     arrays["G"] = G
+    spares = {k: v[len(G):] for k, v in drawn.items()}
+    spares["G"] = extended[len(G):]
+    # a key no plain draw uses: the plain draws fold the chunk index (< 2^20) into ``key``
+    arrays = _reject_overlaps(checkpoint, arrays, spares, jax.random.fold_in(key, 2**20), rule, temperature=temperature,
+                              top_p=top_p, mask=mask, use_cache=use_cache, batch_size=batch_size,
+                              lattice_tries=int(lattice_tries), crystal_rounds=int(crystal_rounds), first_size=size)
+    arrays.pop("lrow")
     return arrays
+
+
+# ---------------------------------------------------------------------------------------------
+# Overlap-aware sampling
+# ---------------------------------------------------------------------------------------------
+
+
+def _reject_overlaps(checkpoint: Checkpoint, arrays: dict, spares: dict, key, rule: OverlapRule, *,
+                     temperature: float, top_p: float, mask, use_cache: bool, batch_size: int | None,
+                     lattice_tries: int, crystal_rounds: int, first_size: int) -> dict:
+    """Replace the rows of ``arrays`` whose atoms overlap (``core.overlap``) by draws that do not.
+
+    ``spares``: more crystals drawn with them, spare k for row ``k % B`` (its second candidate);
+    ``first_size``: the rows per chunk of that first decode (later rounds use no more).
+
+    For each row, in order: its crystal with its own lattice; then up to ``lattice_tries - 1`` more
+    lattices from the model's exact conditional p(L | sites) (the mixture row the decoding computed:
+    no transformer call); if none fits, whole new crystals of the same space group (sites and lattice,
+    each again with up to ``lattice_tries`` lattices), in up to ``crystal_rounds`` batched rounds. The
+    first candidate that fits is kept; a row nothing fits keeps the candidate that came closest
+    (largest distance / threshold) with ``fits`` False. Every returned row is a sequence the model
+    drew, and its logp parts are the model's log-likelihood of exactly that sequence.
+
+    Which distribution this samples: the lattice given the sites follows the model restricted to the
+    lattices that fit; with ``lattice_tries == 1`` the whole crystal follows the model restricted to
+    non-overlapping crystals (given the space group), p(x | G, fits) = p(x | G) 1[fits] / P(fits | G).
+    With more lattice tries a set of sites s whose lattices fit with probability q(s) is kept with
+    probability 1 - (1 - q(s))^K instead of q(s): sites that fit only in rare cells are favoured over
+    the exact restriction, in exchange for fewer whole-crystal redraws (bench/overlap.md).
+    """
+    config = checkpoint.config
+    B = len(arrays["G"])
+    best = {k: np.array(v, copy=True) for k, v in arrays.items()}
+    fits = np.zeros(B, bool)
+    ratio = np.full(B, -np.inf)
+    min_distance = np.full(B, np.nan)
+    reason = np.array([""] * B, dtype=object)
+    crystal_draws = np.zeros(B, np.int64)
+    lattice_draws = np.zeros(B, np.int64)
+    temperature_j = jnp.asarray(temperature, jnp.result_type(float))
+
+    def consider(cand: dict, owner: np.ndarray, round_key) -> None:
+        """Try the candidates ``cand`` (rows; ``owner[k]``: the output row candidate k is for, in the order
+        a sequential sampler would draw them) and keep, per owner, the first one that fits."""
+        atoms = [overlap.atoms_of_row(cand["G"][k], cand["W"][k], cand["A"][k], cand["XYZ"][k]) for k in range(len(owner))]
+        verdicts = [overlap.judge(f, z, overlap.lattice_matrix(cand["L"][k], len(z)), rule) for k, (f, z) in enumerate(atoms)]
+        extra = None
+        if lattice_tries > 1 and not all(v.fits for v in verdicts):
+            # the other lattices of every candidate whose own lattice fails, in one call
+            lost = np.array([k for k, v in enumerate(verdicts) if not v.fits])
+            size = chunk_size(config, len(lost), budget=2**62)
+            Ls, lps = [], []
+            for c, start in enumerate(range(0, len(lost), size)):
+                part = lost[start:start + size]
+                idx = np.concatenate([part, np.full(size - len(part), part[0])])
+                num_atoms = np.array([len(atoms[k][1]) for k in idx], np.float64)
+                L, lp = _compiled_lattices(config, float(top_p), lattice_tries - 1)(
+                    jax.random.fold_in(round_key, c), jnp.asarray(cand["lrow"][idx]), jnp.asarray(cand["G"][idx]),
+                    jnp.asarray(num_atoms, jnp.result_type(float)), temperature_j)
+                Ls.append(np.asarray(L)[:, :len(part)])
+                lps.append(np.asarray(lp)[:, :len(part)])
+            extra = dict(zip(lost.tolist(), zip(np.concatenate(Ls, axis=1).transpose(1, 0, 2),
+                                                np.concatenate(lps, axis=1).T)))
+        for k, b in enumerate(owner):
+            if fits[b]:
+                continue                      # an earlier candidate of this row fitted: later ones are never drawn
+            crystal_draws[b] += 1
+            lattice_draws[b] += 1
+            v, L, lp_l = verdicts[k], cand["L"][k], cand["l"][k]
+            if not v.fits and extra is not None:
+                frac, z = atoms[k]
+                for L2, lp2 in zip(*extra[k]):
+                    lattice_draws[b] += 1
+                    v2 = overlap.judge(frac, z, overlap.lattice_matrix(L2, len(z)), rule)
+                    if v2.ratio > v.ratio or v2.fits:
+                        v, L, lp_l = v2, L2, lp2
+                    if v2.fits:
+                        break
+            if v.fits or v.ratio > ratio[b] or crystal_draws[b] == 1:
+                for name in ("W", "A", "XYZ", "w", "a", "xyz", "lrow"):
+                    best[name][b] = cand[name][k]
+                best["L"][b], best["l"][b] = L, lp_l
+                fits[b], ratio[b], min_distance[b], reason[b] = v.fits, v.ratio, v.min_distance, v.reason or ""
+
+    consider(arrays, np.arange(B), jax.random.fold_in(key, 0))
+    if len(spares["G"]):
+        consider(spares, np.arange(len(spares["G"])) % B, jax.random.fold_in(key, 1))
+    for r in range(1, crystal_rounds + 1):
+        todo = np.flatnonzero(~fits)
+        if not len(todo):
+            break
+        # one new crystal per unfinished row, topped up (more candidates for the same rows, in order) to
+        # the chunk's padded shape, which costs nothing extra; at least MIN_ROUND_ROWS rows (or the first
+        # decode's chunk), so the last few rows do not compile shape after shape
+        size = batch_size or max(chunk_size(config, len(todo)), min(MIN_ROUND_ROWS, first_size))
+        slots = -(-len(todo) // size) * size
+        owner = todo[np.arange(slots) % len(todo)]
+        round_key = jax.random.fold_in(key, 1 + r)
+        cand = _decode_rows(checkpoint, arrays["G"][owner], round_key, temperature, top_p, mask, use_cache, size)
+        cand["G"] = arrays["G"][owner]
+        consider(cand, owner, jax.random.fold_in(round_key, 2**20))
+    best["G"] = arrays["G"]
+    best.update(fits=fits, min_distance=min_distance, crystal_draws=crystal_draws, lattice_draws=lattice_draws,
+                overlap_reason=reason.astype(str))
+    return best
 
 
 def sample(checkpoint: Checkpoint, spacegroup: int | Sequence[int] | str = 225, num: int = 10, *,
            temperature: float = 1.0, top_p: float = 1.0, elements: Sequence[str] | None = None,
            exclude: Sequence[str] | None = None, seed: int = 0, use_cache: bool = True,
-           batch_size: int | None = None, progress: Callable[[int, int], None] | None = None) -> list[Sample]:
+           batch_size: int | None = None, progress: Callable[[int, int], None] | None = None,
+           reject_overlaps: bool | OverlapRule = False, lattice_tries: int = LATTICE_TRIES,
+           crystal_rounds: int = CRYSTAL_ROUNDS) -> list[Sample]:
     """Generate ``num`` crystals.
 
     Args:
@@ -412,6 +594,15 @@ def sample(checkpoint: Checkpoint, spacegroup: int | Sequence[int] | str = 225, 
         temperature: > 0; 1 samples the model's own distribution.
         elements / exclude: element allow-list / deny-list (symbols).
         seed: same seed, same crystals.
+        reject_overlaps: overlap-aware sampling (True, or a ``core.overlap.OverlapRule`` with other
+            thresholds): a crystal with two atoms closer than the rule's threshold (by default 0.7 × the sum
+            of their covalent radii, at least 0.7 Å) is drawn again, first its lattice (up to
+            ``lattice_tries`` lattices), then the whole crystal (up to ``crystal_rounds`` batched rounds).
+            The samples then follow the model restricted to non-overlapping crystals (exactly so for the
+            lattice given the sites; ``sample_arrays`` / ``_reject_overlaps`` say how the lattice retries
+            weight the sites), and each ``logp`` is still the model's own log-likelihood of the returned
+            sequence, not the restricted distribution's. A crystal nothing fits is returned with
+            ``fits=False`` and ``overlap`` saying which atoms clash (never dropped).
     Returns a list of ``Sample`` (structure + token string + log-likelihood); one that cannot be
     built carries an ``error`` instead of a structure.
     """
@@ -422,17 +613,25 @@ def sample(checkpoint: Checkpoint, spacegroup: int | Sequence[int] | str = 225, 
     G = resolve_spacegroups(spacegroup, num, rng, checkpoint.meta.get("spacegroup_distribution"))
     mask = element_mask(checkpoint.config, elements, exclude)
     arrays = sample_arrays(checkpoint, G, temperature=temperature, top_p=top_p, atom_mask=mask, seed=seed,
-                           use_cache=use_cache, batch_size=batch_size, progress=progress)
+                           use_cache=use_cache, batch_size=batch_size, progress=progress,
+                           reject_overlaps=reject_overlaps, lattice_tries=lattice_tries, crystal_rounds=crystal_rounds)
     return samples_from_arrays(arrays)
 
 
 def samples_from_arrays(arrays: dict) -> list[Sample]:
     """Build ``Sample``s (tokens, Structure or error) from ``sample_arrays`` output."""
     out = []
+    checked = "fits" in arrays
     for b in range(len(arrays["G"])):
         tokens = CrystalTokens.from_arrays(arrays["G"][b], arrays["L"][b], arrays["XYZ"][b], arrays["A"][b], arrays["W"][b])
         parts = {k: float(arrays[k][b]) for k in ("w", "a", "xyz", "l")}
         s = Sample(tokens, logp=sum(parts.values()), logp_parts=parts)
+        if checked:
+            s.fits = bool(arrays["fits"][b])
+            s.min_distance = float(arrays["min_distance"][b])
+            s.overlap = str(arrays["overlap_reason"][b]) or None
+            s.draws = int(arrays["crystal_draws"][b])
+            s.lattice_draws = int(arrays["lattice_draws"][b])
         try:
             s.structure = tokens.to_structure()
         except InvalidInputError as exc:
@@ -441,3 +640,13 @@ def samples_from_arrays(arrays: dict) -> list[Sample]:
             s.error = f"could not build structure: {type(exc).__name__}: {exc}"
         out.append(s)
     return out
+
+
+def acceptance(samples: Sequence[Sample]) -> dict[str, float | int] | None:
+    """Overlap-aware sampling in numbers: ``{"samples", "fit", "flagged", "first_draw"}`` (first_draw:
+    how many fitted as first drawn, i.e. the model's own rate), or None when the samples were not checked."""
+    if not samples or samples[0].fits is None:
+        return None
+    fit = sum(bool(s.fits) for s in samples)
+    first = sum(bool(s.fits) and s.lattice_draws == 1 for s in samples)
+    return {"samples": len(samples), "fit": fit, "flagged": len(samples) - fit, "first_draw": first}

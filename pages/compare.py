@@ -49,7 +49,8 @@ else:
         run = st.form_submit_button("Run comparison", type="primary", icon=":material/compare:")
 
     if run:
-        request = GenerateRequest(spacegroup, int(num), float(temperature), (), (), int(seed))
+        # the models as they are (no overlap redraws): the comparison is of what each model learned
+        request = GenerateRequest(spacegroup, int(num), float(temperature), (), (), int(seed), reject_overlaps=False)
         loaded = [widgets.load_checkpoint(r) for r in (ref_a, ref_b)]
         if all(c is not None for c in loaded):
             settings, notes = scoring.effective(state.score_settings())

@@ -26,7 +26,8 @@ if counts(frame)["scored"] == 0:
     st.stop()
 
 n_flagged = int((frame["scored"] & ~frame["trusted"]).sum())
-f1, f2, f3, f4, f5, f6 = st.columns([1.9, 1.5, 1.3, 1.0, 1.0, 1.0])
+f1, f2 = st.columns([3, 2], vertical_alignment="center")   # six controls in one row truncate their labels
+f3, f4, f5, f6 = st.columns(4)
 limit = f1.slider("Hide E_hull above (eV/atom)", 0.0, 1.0, 1.0, 0.01, key=state.kept("explore-ehull"),
                   help="Structures whose energy above the hull is larger than this are hidden (1.00 hides those above "
                        "1 eV/atom). The paper counts < 0.1 eV/atom as stable.")

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from app import scoring, state, tables, uploads, widgets
-from app.generation import GenerateRequest, sample_summary, start_generation, with_spacegroup_labels
+from app.generation import GenerateRequest, acceptance_note, sample_summary, start_generation, with_spacegroup_labels
 from app.navigation import link
 from app.pool import GENERATED
 from core.errors import InvalidInputError
@@ -30,10 +30,15 @@ with st.form("generate-form", border=True):
                              key="gen-exclude", placeholder="none excluded")
     auto_score = e3.toggle("Score right away", value=True, key="gen-autoscore",
                            help="Start static scoring (Score page settings) as soon as the samples exist")
+    reject = e3.toggle("Redraw overlaps", value=bool(last.reject_overlaps), key="gen-overlaps",
+                       help="Draw a crystal again (its lattice, then the whole crystal) while two atoms are closer "
+                            "than 0.7 × the sum of their covalent radii; log p stays the model's own. Off: the "
+                            "model's raw samples, about half of which overlap for the shipped base model")
     submitted = st.form_submit_button("Generate", type="primary", icon=":material/auto_awesome:")
 
 if submitted:
-    request = GenerateRequest(spacegroup, int(num), float(temperature), tuple(elements), tuple(exclude), int(seed))
+    request = GenerateRequest(spacegroup, int(num), float(temperature), tuple(elements), tuple(exclude), int(seed),
+                              bool(reject))
     try:
         request.check()          # out-of-range counts or temperatures are said here, before any model loads
     except InvalidInputError as exc:
@@ -73,6 +78,9 @@ else:
     cols = st.columns(4)
     for col, (name, value) in zip(cols, sample_summary(rows).items()):
         col.metric(name, value)
+    note = acceptance_note(pool.generation.get("acceptance")) if pool.generation.get("run") == shown_run else None
+    if note:
+        st.caption(note)
     view = tables.view(with_spacegroup_labels(rows), tables.SAMPLE_VIEW)
     st.dataframe(view, hide_index=True, width="stretch", column_config=tables.column_config(view.columns),
                  height=min(600, 38 + 35 * len(view)))

@@ -24,7 +24,7 @@ with st.expander("Add your own structures (CIF, POSCAR, extxyz, pymatgen JSON)",
     state.put("upload-known", known)
     state.put("upload-reports", reports)
     for run, r in list(reports.items()):
-        c1, c2 = st.columns([8, 1], vertical_alignment="center")
+        c1, c2 = st.columns([5, 1], vertical_alignment="center")
         added = f"{r.added} structure(s) added" if r.added else "nothing added"
         problems = "".join(f"\n- {e}" for e in r.errors)
         box = c1.warning if r.errors else c1.success

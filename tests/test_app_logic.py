@@ -406,6 +406,12 @@ def test_compare_uses_medians_of_judged_rows_and_rates_of_all_samples():
     lines = compare.findings({"base": summary, "rl": other})
     assert "rl has a lower judged-stable fraction than base: 75.0 % → 0.0 %." in lines[0]
     assert any(line.startswith("Here, rl has a higher median FoM") for line in lines)
+    assert not any("where a gain came from" in line for line in lines)     # both arms all unique and judged
+    collapsed = arm_frame([0.02, 0.03, 9.0, 0.02], [40.0, 40.0, 1.0, 40.0], [2.0, 2.0, 1.0, 2.0])
+    collapsed["unique"] = [True, False, True, False]                            # one rewarded formula, repeated
+    lines = compare.findings({"base": summary, "rl": compare.arm_summary(collapsed)})
+    assert any(line.startswith("Check where a gain came from: rl has fewer distinct structures than base: "
+                               "100 % → 50 %.") for line in lines), lines
 
 
 def test_model_facts_say_size_and_data():

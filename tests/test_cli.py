@@ -39,6 +39,18 @@ def test_sample_to_json_and_extxyz(tmp_path, capsys):
     assert all(f.info["spacegroup"] in (221, 225) for f in frames)
 
 
+def test_sample_with_overlap_rejection_reports_and_flags(tmp_path, capsys):
+    """The tiny model's cells never fit: every crystal is still written, flagged, and the rate is said."""
+    code, _, err = run(capsys, "sample", *TINY, "--num", "3", "--reject-overlaps", "--overlap-floor", "0.5",
+                       "--out", str(tmp_path / "s.json"))
+    assert code == 0, err
+    assert "overlap-aware: 0/3 fit" in err and "3 flagged" in err
+    rows = json.loads((tmp_path / "s.json").read_text())
+    assert len(rows) == 3 and all(r["fits"] is False and r["overlap"] for r in rows)
+    code, _, err = run(capsys, "sample", *TINY, "--overlap-fraction", "0.5")
+    assert code == EXIT_INPUT and "need --reject-overlaps" in err
+
+
 def test_logp_npz_matches_reference(capsys):
     code, out, _ = run(capsys, "logp", *TINY, str(FIXTURES / "inputs.npz"), "--json")
     assert code == 0

@@ -151,3 +151,71 @@ def test_training_distribution_from_checkpoint_meta(tiny_checkpoint):
     ck = Checkpoint(tiny_checkpoint.config, tiny_checkpoint.params, meta={"spacegroup_distribution": {"225": 0.75, "62": 0.25}})
     groups = [s.spacegroup for s in sample(ck, "train", 32, seed=0)]
     assert set(groups) == {225, 62} and 16 <= groups.count(225) <= 30
+
+
+# ---------------------------------------------------------------- overlap-aware sampling
+
+
+@pytest.fixture(scope="module")
+def overlap_draws(base_checkpoint):
+    """24 crystals of the shipped base model (about half overlap as drawn), without and with the option."""
+    from core.sampler import resolve_spacegroups
+
+    G = resolve_spacegroups("train", 24, np.random.default_rng(0), base_checkpoint.meta["spacegroup_distribution"])
+    plain = sample_arrays(base_checkpoint, G, seed=11)
+    checked = sample_arrays(base_checkpoint, G, seed=11, reject_overlaps=True)
+    return plain, checked
+
+
+def test_accepted_samples_keep_every_pair_apart(overlap_draws):
+    """Checked independently of core.overlap: pymatgen's neighbour list of the built structure (no orbit
+    member merged away) against the rule's pair thresholds."""
+    from core.overlap import OverlapRule
+
+    plain, checked = overlap_draws
+    assert checked["fits"].mean() >= 0.9
+    assert (checked["crystal_draws"] > 1).any(), "some rows needed a new crystal"
+    rule = OverlapRule()
+    for b in np.flatnonzero(checked["fits"]):
+        tokens = CrystalTokens.from_arrays(*(checked[k][b] for k in ("G", "L", "XYZ", "A", "W")))
+        structure = tokens.to_structure(merge_tol=0.0)
+        assert len(structure) == tokens.num_atoms
+        i, j, _, d = structure.get_neighbor_list(3.5)
+        z = np.array(structure.atomic_numbers)
+        assert (d >= rule.thresholds(z[i], z[j]) - 1e-9).all(), tokens.to_string()
+        reported = checked["min_distance"][b]      # exact within 3 Å (the search radius), inf beyond
+        if np.isfinite(reported):
+            assert reported == pytest.approx(d.min(), abs=1e-6)
+        else:
+            assert not len(d) or d.min() > 3.0
+
+
+def test_overlap_aware_logp_is_the_models_likelihood_of_the_returned_tokens(base_checkpoint, overlap_draws):
+    _, checked = overlap_draws
+    lp = logp_fn(base_checkpoint.config)(base_checkpoint.params, *(jnp.asarray(checked[k]) for k in ("G", "L", "XYZ", "A", "W")))
+    for part in ("w", "a", "xyz", "l"):
+        np.testing.assert_allclose(checked[part], np.asarray(getattr(lp, part)), atol=2e-3, rtol=1e-5, err_msg=part)
+
+
+def test_rows_that_fit_as_drawn_are_the_plain_samples(overlap_draws):
+    """The option changes only the rows that overlap: the others are today's draws for the same seed."""
+    plain, checked = overlap_draws
+    first = checked["fits"] & (checked["lattice_draws"] == 1)
+    assert 0 < first.sum() < len(first)
+    for key in ("W", "A", "XYZ", "L", "w", "a", "xyz", "l"):
+        np.testing.assert_array_equal(checked[key][first], plain[key][first], err_msg=key)
+    assert not np.array_equal(checked["L"][~first], plain["L"][~first])
+
+
+def test_crystals_nothing_fits_are_flagged_not_dropped(tiny_checkpoint):
+    """The perturbed tiny model never draws a sane cell: every sample comes back, flagged, with its reason."""
+    from core.sampler import acceptance
+
+    samples = sample(tiny_checkpoint, [225, 62], 6, seed=2, reject_overlaps=True, lattice_tries=2, crystal_rounds=1)
+    assert len(samples) == 6
+    assert all(s.fits is False and s.overlap for s in samples)
+    assert all(s.draws >= 2 and s.lattice_draws == 2 * s.draws for s in samples)
+    assert acceptance(samples) == {"samples": 6, "fit": 0, "flagged": 6, "first_draw": 0}
+    assert acceptance(sample(tiny_checkpoint, 225, 2, seed=2)) is None      # option off: nothing checked
+    with pytest.raises(InvalidInputError, match="lattice_tries"):
+        sample(tiny_checkpoint, 225, 2, reject_overlaps=True, lattice_tries=0)

@@ -30,6 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude", default=None, help="deny-list, e.g. Pb,Cd,Hg")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=None, help="crystals decoded at once (memory)")
+    p.add_argument("--reject-overlaps", action="store_true",
+                   help="overlap-aware sampling: redraw crystals with two atoms closer than --overlap-fraction x the "
+                        "sum of their covalent radii (at least --overlap-floor Å); ones that never fit are flagged")
+    p.add_argument("--overlap-fraction", type=float, default=None, help="default 0.7 (with --reject-overlaps)")
+    p.add_argument("--overlap-floor", type=float, default=None, help="Å, default 0.7 (with --reject-overlaps)")
     p.add_argument("--out", default=None,
                    help="samples.extxyz | samples.json | a folder (one CIF per crystal); default: print token strings")
     p.set_defaults(func=cmd_sample)
@@ -63,7 +68,7 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def cmd_sample(args) -> int:
-    from core.sampler import parse_spacegroups, sample
+    from core.sampler import acceptance, parse_spacegroups, sample
     from core.tokens import atomic_number
 
     spacegroup = args.spacegroup
@@ -71,19 +76,41 @@ def cmd_sample(args) -> int:
         spacegroup = parse_spacegroups(spacegroup)  # bad input fails before the model loads
     for symbol in (_split(args.elements) or []) + (_split(args.exclude) or []):
         atomic_number(symbol)
+    reject = _overlap_rule(args)
     ck = _load(args)
     samples = sample(ck, spacegroup, args.num, temperature=args.temperature, top_p=args.top_p,
                      elements=_split(args.elements), exclude=_split(args.exclude), seed=args.seed,
-                     batch_size=args.batch_size,
+                     batch_size=args.batch_size, reject_overlaps=reject,
                      progress=lambda done, total: print(f"sampled {done}/{total}", file=sys.stderr))
+    rate = acceptance(samples)
+    if rate is not None:
+        print(f"overlap-aware: {rate['fit']}/{rate['samples']} fit ({rate['first_draw']} as first drawn), "
+              f"{rate['flagged']} flagged", file=sys.stderr)
     ok = [s for s in samples if s.structure is not None]
     if args.out:
         write_samples(samples, Path(args.out))
         print(f"wrote {len(ok)} structures to {args.out} ({len(samples) - len(ok)} could not be built)", file=sys.stderr)
     else:
         for s in samples:
-            print(f"{s.string}\tlogp={s.logp:.3f}" + (f"\t# {s.error}" if s.error else ""))
+            note = s.error or (f"overlap: {s.overlap}" if s.fits is False else None)
+            print(f"{s.string}\tlogp={s.logp:.3f}" + (f"\t# {note}" if note else ""))
     return 0
+
+
+def _overlap_rule(args):
+    """False, or the ``OverlapRule`` the --reject-overlaps flags ask for (bad numbers fail before loading)."""
+    from core.overlap import OverlapRule
+
+    if not args.reject_overlaps:
+        if args.overlap_fraction is not None or args.overlap_floor is not None:
+            raise InvalidInputError("--overlap-fraction / --overlap-floor need --reject-overlaps")
+        return False
+    defaults = OverlapRule()
+    try:
+        return OverlapRule(defaults.fraction if args.overlap_fraction is None else args.overlap_fraction,
+                           defaults.floor if args.overlap_floor is None else args.overlap_floor)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
 
 
 def write_samples(samples, out: Path) -> None:
@@ -99,6 +126,8 @@ def write_samples(samples, out: Path) -> None:
                 continue
             atoms = AseAtomsAdaptor.get_atoms(s.structure)
             atoms.info.update(index=i, spacegroup=s.spacegroup, tokens=s.string, logp=s.logp)
+            if s.fits is not None:      # overlap-aware sampling: flagged crystals are written, marked
+                atoms.info.update(fits=bool(s.fits), min_distance=float(s.min_distance))
             frames.append(atoms)
         out.parent.mkdir(parents=True, exist_ok=True)
         write(out, frames, format="extxyz")
@@ -106,6 +135,7 @@ def write_samples(samples, out: Path) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps([{"index": i, "spacegroup": s.spacegroup, "tokens": s.string, "logp": s.logp,
                                     "logp_parts": s.logp_parts, "formula": s.formula, "error": s.error,
+                                    "fits": s.fits, "min_distance": s.min_distance, "overlap": s.overlap,
                                     "structure": s.structure.as_dict() if s.structure is not None else None}
                                    for i, s in enumerate(samples)], indent=1))
     elif suffix == "":

@@ -4,7 +4,8 @@ Together with the band gap it gives the CrystalFormer-RL figure of merit FoM = �
 
 The shipped model (``checkpoints/dielectric/``) is trained on matbench_dielectric (4,764 Materials
 Project structures with n from DFPT). It is a gradient-boosted tree ensemble (LightGBM, L1 loss on
-ln n, the mean of a few seeds) on physical descriptors of one structure, computed here in a few ms:
+ln n, the mean of a few boosters) on physical descriptors of one structure (a few ms) and on learned
+representations from two pretrained matgl networks (≈ 15 ms a structure on a CPU):
 
 * composition: Magpie element properties (via smact's table) plus the first ionisation energy and
   electron affinity (pymatgen), each as the fraction-weighted mean, mean absolute deviation, min, max,
@@ -15,7 +16,14 @@ ln n, the mean of a few seeds) on physical descriptors of one structure, compute
 * structure: volume per atom (Å³), density (g/cm³), packing fraction of covalent spheres, nearest
   neighbour distances (Å), coordination numbers, bond length / (r_cov,i + r_cov,j), electronegativity
   difference across bonds, fraction of like-atom bonds, space group number. All are intensive: a
-  supercell gets the same numbers as its primitive cell.
+  supercell gets the same numbers as its primitive cell;
+* Penn model: the PBE band gap E_g of MEGNet-MP-2019.4.1-BandGap-mfi (the app's gap model), the
+  valence-electron density n_e (e/Å³, Magpie valence counts), the plasma energy
+  ħω_p = √(n_e e² ħ² / (ε₀ mₑ)) = 37.13 eV · √(n_e / Å⁻³) and ε_Penn = 1 + s · (ħω_p / (E_g + δ))²,
+  with δ (eV) and s fitted to the training set (Penn's average gap is larger than the band gap);
+* learned representations: the readout vectors (set2set pooled atom and bond features + state, the
+  input of the final MLP) of that band-gap MEGNet and of MEGNet-MP-2018.6.1-Eform, plus the latter's
+  formation energy (eV/atom).
 
 The benchmark (matbench 5-fold protocol), the data and how to retrain are in
 ``checkpoints/dielectric/MODEL_CARD.md``; ``bench/dielectric.py`` reproduces them.
@@ -50,7 +58,13 @@ Target = Literal["n", "eps"]
 META_FILE = "dielectric.json"          # what the folder holds and predicts
 BOOSTER_FILE = "boosters.txt.gz"        # LightGBM text models of the shipped ensemble, gzip
 RETRAIN = ".venv/bin/python -m core.scoring.dielectric_train --out checkpoints/dielectric"
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
+PLASMA_EV_PER_SQRT_DENSITY = 37.13      # ħω_p (eV) = 37.13 · √(n_e in electrons/Å³): √(e²ħ²/(ε₀ mₑ)) at 1 Å⁻³
+DEFAULT_PENN = {"delta_ev": 2.0, "scale": 1.0}   # used until a training set fits them
+LEARNED_DECIMALS = 5                    # learned features: batching moves them by ~1e-7; rounded away
+GAP_MODEL = "MEGNet-MP-2019.4.1-BandGap-mfi"
+EFORM_MODEL = "MEGNet-MP-2018.6.1-Eform"
+READOUT_SIZE = 160                      # MEGNet readout: node set2set 64 + bond set2set 64 + state 32
 NEIGHBOUR_CUTOFF_A = 6.0                # Å; every atom needs a neighbour within it
 DECIMALS = 9                            # features are rounded to this many decimals
 BOND_TOLERANCE = 1.2                    # a bond: distance < 1.2 × that atom's nearest-neighbour distance
@@ -71,12 +85,21 @@ STRUCTURE_FEATURES = (
     "spacegroup",
 )
 LORENTZ_LORENZ_FEATURES = ("lorentz_lorenz_x", "lorentz_lorenz_n")
-FEATURE_NAMES: tuple[str, ...] = (
+PENN_FEATURES = ("megnet_gap_ev", "valence_electron_density", "plasma_energy_ev", "penn_eps")
+LEARNED_FEATURES = (
+    "megnet_gap_pbe_ev", *(f"megnet_gap_readout_{i}" for i in range(READOUT_SIZE)),
+    "megnet_eform_ev_per_atom", *(f"megnet_eform_readout_{i}" for i in range(READOUT_SIZE)),
+)
+BASE_FEATURE_NAMES: tuple[str, ...] = (
     *(f"{stat}_{prop}" for stat in COMPOSITION_STATS for prop in ELEMENT_PROPERTIES),
     "n_elements", *(f"stoich_norm_{p}" for p in (2, 3, 5, 7, 10)),
     *(f"valence_frac_{o}" for o in ORBITALS), "ionic_char_max", "ionic_char_mean",
     *STRUCTURE_FEATURES, *LORENTZ_LORENZ_FEATURES,
 )
+FEATURE_NAMES: tuple[str, ...] = (*BASE_FEATURE_NAMES, *PENN_FEATURES, *LEARNED_FEATURES)
+# feature_version -> the features its boosters take. Version 1 (descriptors + Lorentz–Lorenz only, the model
+# shipped before issue #20) still loads and predicts; it needs no matgl network.
+FEATURES_OF_VERSION: dict[int, tuple[str, ...]] = {1: BASE_FEATURE_NAMES, 2: FEATURE_NAMES}
 
 
 class DielectricModel(Protocol):
@@ -144,14 +167,135 @@ def lorentz_lorenz(structure: Structure, polarizability: Mapping[str, float],
     return np.round([x, math.sqrt(min(max(eps, 1.0), 1e4))], DECIMALS)
 
 
-def structure_features(structure: Structure, polarizability: Mapping[str, float]) -> np.ndarray:
-    """Feature vector of one ordered structure, in the order of ``FEATURE_NAMES`` (NaN = unknown)."""
+def valence_electron_density(structure: Structure, composition: Composition | None = None) -> float:
+    """Valence electrons per Å³ (Magpie ``NValence``: s + p + d + f outside the noble-gas core)."""
+    composition = composition if composition is not None else structure.composition
+    column = element_table()[:, _column("NValence")]
+    return float(sum(amount * column[el.Z] for el, amount in composition.items()) / structure.volume)
+
+
+def penn_features(structure: Structure, gap_ev: float, penn: Mapping[str, float] = DEFAULT_PENN,
+                  composition: Composition | None = None) -> np.ndarray:
+    """[E_g (eV), n_e (e/Å³), ħω_p (eV), ε_Penn]: the Penn-model estimate ε ≈ 1 + s (ħω_p / (E_g + δ))².
+
+    Args:
+        structure: the crystal.
+        gap_ev: its band gap, eV (negative values, as MEGNet gives for metals, count as 0).
+        penn: ``delta_ev`` (δ, eV) and ``scale`` (s), fitted by ``fit_penn``.
+        composition: ``structure.composition``, when the caller has it already.
+    """
+    density = valence_electron_density(structure, composition)
+    plasma = PLASMA_EV_PER_SQRT_DENSITY * math.sqrt(max(density, 0.0))
+    eps = 1.0 + penn["scale"] * (plasma / (max(gap_ev, 0.0) + penn["delta_ev"])) ** 2
+    return np.round([gap_ev, density, plasma, eps], DECIMALS)
+
+
+def fit_penn(density: np.ndarray, gap_ev: np.ndarray, eps: np.ndarray) -> dict[str, float]:
+    """δ (eV) and s of ε_Penn that fit ln(ε − 1) best (median absolute deviation) on these rows.
+
+    Args:
+        density: valence-electron densities, e/Å³.
+        gap_ev: band gaps, eV.
+        eps: DFPT ε (rows with ε ≤ 1.01 are ignored, ln(ε − 1) is ill-defined there).
+    """
+    keep = eps > 1.01
+    plasma = PLASMA_EV_PER_SQRT_DENSITY * np.sqrt(np.maximum(density[keep], 0.0))
+    best = (math.inf, DEFAULT_PENN["delta_ev"], 0.0)
+    for delta in np.arange(0.25, 8.01, 0.25):
+        residual = np.log(eps[keep] - 1) - 2 * np.log(plasma / (np.maximum(gap_ev[keep], 0) + delta))
+        centre = float(np.median(residual))
+        spread = float(np.median(np.abs(residual - centre)))
+        if spread < best[0]:
+            best = (spread, float(delta), centre)
+    return {"delta_ev": best[1], "scale": round(math.exp(best[2]), 6)}
+
+
+class LearnedFeatures:
+    """Readout vectors of the pretrained MEGNet band-gap (PBE fidelity) and formation-energy networks.
+
+    ``features(structures)`` gives, per structure, ``LEARNED_FEATURES`` (the PBE gap in eV, its
+    160-number readout, E_form in eV/atom, its readout), rounded to ``LEARNED_DECIMALS``, or the
+    ScoringError of that structure. Batched; the networks run on ``device`` (default: CPU).
+    """
+
+    def __init__(self, device: str | None = "cpu", batch_size: int = 64) -> None:
+        from core.scoring.backends.matgl_property import MatglPropertyModel
+
+        self.gap = MatglPropertyModel(GAP_MODEL, device=device, state=0, label=f"{GAP_MODEL} (PBE)",
+                                      batch_size=batch_size)
+        self.eform = MatglPropertyModel(EFORM_MODEL, device=device, batch_size=batch_size)
+        self.elements = self.gap.elements & self.eform.elements
+        self.cutoff_a = max(self.gap.cutoff_a, self.eform.cutoff_a)
+        self.batch_size = batch_size
+
+    @staticmethod
+    def _readout(model: Any, structures: list[Structure]) -> np.ndarray:
+        values = model._predict_batch(structures)
+        inner = getattr(model.model, "model", model.model)
+        readout = inner.feature_dict["readout"].detach().cpu().double().numpy().reshape(len(structures), -1)
+        if readout.shape[1] != READOUT_SIZE:
+            raise CheckpointError(f"{model.label}: readout has {readout.shape[1]} numbers, expected {READOUT_SIZE}")
+        return np.hstack([np.asarray(values, dtype=float).reshape(-1, 1), readout])
+
+    def check(self, structure: Structure) -> None:
+        """Raise ScoringError for an element either network lacks. (An atom without a neighbour within
+        MEGNet's 4-5 Å graph cutoff is allowed: its readout then comes from its own embedding, as
+        matgl computes it; the descriptors already refuse atoms without a neighbour within 6 Å.)"""
+        missing = sorted({el.symbol for el in structure.composition.elements} - self.elements)
+        if missing:
+            raise ScoringError(f"MEGNet readout: element {', '.join(missing)} not covered")
+
+    def features(self, structures: Sequence[Structure]) -> list[np.ndarray | Exception]:
+        """``LEARNED_FEATURES`` per structure, or that structure's exception."""
+        from core.scoring.mlip import predict_in_batches
+
+        def run(batch: list[Structure]) -> list[np.ndarray]:
+            rows = np.round(np.hstack([self._readout(self.gap, batch), self._readout(self.eform, batch)]),
+                            LEARNED_DECIMALS)
+            if not np.isfinite(rows).all():
+                raise ScoringError("a matgl network returned a non-finite readout")
+            return list(rows)
+
+        return predict_in_batches(structures, self.check, run, "MEGNet readout", self.batch_size)
+
+
+_LEARNED: dict[str, LearnedFeatures] = {}
+_LEARNED_LOCK = threading.Lock()
+
+
+def learned_features_model(device: str | None = "cpu") -> LearnedFeatures:
+    """``LearnedFeatures`` loaded once per device."""
+    key = str(device)
+    with _LEARNED_LOCK:
+        if key not in _LEARNED:
+            _LEARNED[key] = LearnedFeatures(device=device)
+        return _LEARNED[key]
+
+
+def structure_features(structure: Structure, polarizability: Mapping[str, float], learned: np.ndarray | None = None,
+                       penn: Mapping[str, float] = DEFAULT_PENN) -> np.ndarray:
+    """Feature vector of one ordered structure, in the order of ``FEATURE_NAMES`` (NaN = unknown).
+
+    Args:
+        structure: the crystal.
+        polarizability: α per element, Å³ (Lorentz–Lorenz pair).
+        learned: its ``LEARNED_FEATURES`` row when already computed (else computed here, CPU).
+        penn: the fitted Penn parameters (``fit_penn``).
+
+    Raises:
+        ScoringError: the structure cannot be described (see ``descriptors`` and the matgl screens).
+    """
     composition = structure.composition
-    return np.concatenate([descriptors(structure, composition), lorentz_lorenz(structure, polarizability, composition)])
+    if learned is None:
+        learned = learned_features_model().features([structure])[0]
+        if isinstance(learned, Exception):
+            raise learned
+    return np.concatenate([descriptors(structure, composition), lorentz_lorenz(structure, polarizability, composition),
+                           penn_features(structure, float(learned[0]), penn, composition), learned])
 
 
 def descriptors(structure: Structure, composition: Composition | None = None) -> np.ndarray:
-    """Label-free descriptors of one ordered structure: ``FEATURE_NAMES`` less the Lorentz–Lorenz pair
+    """Label-free descriptors of one ordered structure: ``BASE_FEATURE_NAMES`` less the Lorentz–Lorenz pair
     (``composition``: ``structure.composition``, when the caller has it already).
 
     Raises:
@@ -213,31 +357,71 @@ class DescriptorDielectricModel:
     """The shipped model: descriptors -> LightGBM ensemble -> ln n -> ε_elec = n².
 
     Args:
-        boosters: LightGBM boosters, each predicting ln n; their mean is used.
+        boosters: LightGBM boosters, each predicting ln n; their mean is used. Each was trained on a
+            random part of the training chemistries, so their spread grows off the training data.
         meta: the folder's ``dielectric.json`` (label, elements seen in training, feature names,
-            ``polarizability_A3``: the fitted α per element, Å³).
+            ``polarizability_A3``: the fitted α per element, Å³; ``penn``: δ and s of ε_Penn;
+            ``spread_scale``: the factor that turns the boosters' ε spread into a calibrated 1σ).
+        device: torch device of the matgl networks behind the learned features (default CPU).
     """
 
-    def __init__(self, boosters: Sequence[Any], meta: dict[str, Any]) -> None:
+    def __init__(self, boosters: Sequence[Any], meta: dict[str, Any], device: str | None = "cpu") -> None:
         self.boosters = list(boosters)
         self.meta = meta
         self.label = str(meta.get("label", "dielectric descriptor model"))
         self.elements = frozenset(meta["elements"])
         self.polarizability: dict[str, float] = dict(meta["polarizability_A3"])
-        self.device = "cpu"  # trees run on the CPU; featurisation dominates anyway
+        self.penn: dict[str, float] = dict(meta.get("penn", DEFAULT_PENN))
+        self.spread_scale: float | None = meta.get("spread_scale")
+        self.device = device or "cpu"
+        self._learned_device = device
+        self.feature_version = int(meta.get("feature_version", FEATURE_VERSION))
+        if self.feature_version not in FEATURES_OF_VERSION:
+            raise CheckpointError(f"{self.label}: unknown feature_version {self.feature_version}; retrain: {RETRAIN}")
+        self.feature_names = FEATURES_OF_VERSION[self.feature_version]
 
-    def features(self, structures: Sequence[Structure]) -> list[np.ndarray | Exception]:
-        """Descriptor vector per structure, or the ScoringError saying why it cannot be described."""
+    def features(self, structures: Sequence[Structure],
+                 learned: Sequence[np.ndarray | Exception] | None = None) -> list[np.ndarray | Exception]:
+        """Feature vector per structure, or the ScoringError saying why it cannot be described.
+
+        ``learned``: the structures' ``LEARNED_FEATURES`` rows when already computed (training).
+        """
         out: list[np.ndarray | Exception] = []
-        for structure in structures:
+        good: list[int] = []
+        for i, structure in enumerate(structures):
             try:
                 _screen(structure, self.label, self.elements)
-                out.append(structure_features(structure, self.polarizability))
+                out.append(descriptors(structure))
+                good.append(i)
             except ScoringError as exc:
                 out.append(exc)
             except Exception as exc:  # noqa: BLE001 - a bad structure must not kill the batch
                 out.append(ScoringError(f"invalid structure: {type(exc).__name__}: {exc}"))
+        if self.feature_version == 1:   # descriptors + Lorentz–Lorenz only: no matgl network
+            for i in good:
+                out[i] = self.assemble([structures[i]], out[i][None], None)[0]
+            return out
+        if learned is None:
+            rows = learned_features_model(self._learned_device).features([structures[i] for i in good])
+        else:
+            rows = [learned[i] for i in good]
+        for i, row in zip(good, rows):
+            out[i] = row if isinstance(row, Exception) else self.assemble([structures[i]], out[i][None], row[None])[0]
         return out
+
+    def assemble(self, structures: Sequence[Structure], descriptor_rows: np.ndarray,
+                 learned_rows: np.ndarray | None) -> np.ndarray:
+        """The (rows, ``self.feature_names``) matrix from precomputed descriptors and learned features, adding
+        this model's Lorentz–Lorenz and Penn terms; no screening (training and benchmarks). A feature_version 1
+        model ignores ``learned_rows`` (may be None)."""
+        if self.feature_version == 1:
+            return np.hstack([descriptor_rows, np.vstack([lorentz_lorenz(s, self.polarizability) for s in structures])])
+        physics = []
+        for structure, learned in zip(structures, learned_rows):
+            composition = structure.composition
+            physics.append(np.concatenate([lorentz_lorenz(structure, self.polarizability, composition),
+                                           penn_features(structure, float(learned[0]), self.penn, composition)]))
+        return np.hstack([descriptor_rows, np.vstack(physics), learned_rows])
 
     def predict_log_n(self, features: np.ndarray) -> np.ndarray:
         """ln n for a (rows, len(FEATURE_NAMES)) feature matrix (ensemble mean)."""
@@ -245,7 +429,7 @@ class DescriptorDielectricModel:
 
     def predict(self, structures: Sequence[Structure]) -> list[float | Exception]:
         """ε_elec = n² per structure (n clipped to ≥ 1), or that structure's exception."""
-        results: list[float | Exception] = list(self.features(structures))
+        results: list[float | Exception] = list(self.features(list(structures)))
         good = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
         if good:
             n = np.exp(self.predict_log_n(np.vstack([results[i] for i in good])))
@@ -306,10 +490,11 @@ def _read_meta(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def _load_descriptor_model(folder: Path, meta: dict[str, Any]) -> DescriptorDielectricModel:
+def _load_descriptor_model(folder: Path, meta: dict[str, Any], device: str | None = None) -> DescriptorDielectricModel:
     import lightgbm
 
-    if meta.get("feature_version") != FEATURE_VERSION or meta.get("feature_names") != list(FEATURE_NAMES):
+    names = FEATURES_OF_VERSION.get(meta.get("feature_version"))  # type: ignore[arg-type]
+    if names is None or meta.get("feature_names") != list(names):
         raise CheckpointError(f"{folder} was trained on other descriptors (feature_version "
                               f"{meta.get('feature_version')}, this code {FEATURE_VERSION}); retrain: {RETRAIN}")
     path = require(folder / BOOSTER_FILE, "dielectric model trees", f"Retrain with: {RETRAIN}")
@@ -320,9 +505,9 @@ def _load_descriptor_model(folder: Path, meta: dict[str, Any]) -> DescriptorDiel
     except Exception as exc:  # noqa: BLE001 - corrupt file
         raise CheckpointError(f"{path} cannot be read as LightGBM models ({type(exc).__name__}: {exc}); "
                               f"retrain with: {RETRAIN}") from exc
-    if not boosters or any(b.num_feature() != len(FEATURE_NAMES) for b in boosters):
-        raise CheckpointError(f"{path}: models do not take the {len(FEATURE_NAMES)} descriptors; retrain: {RETRAIN}")
-    return DescriptorDielectricModel(boosters, meta)
+    if not boosters or any(b.num_feature() != len(names) for b in boosters):
+        raise CheckpointError(f"{path}: models do not take the {len(names)} descriptors; retrain: {RETRAIN}")
+    return DescriptorDielectricModel(boosters, meta, device=device or "cpu")
 
 
 _CACHE: dict[tuple[str, str | None, str | None], DielectricModel] = {}
@@ -364,5 +549,5 @@ def load_dielectric_model(path: str | Path | None = None, device: str | None = N
                 _CACHE[key] = MatglDielectricModel(folder, chosen, device=pick_torch_device(device))
             else:
                 require(folder / META_FILE, "dielectric model description", how)
-                _CACHE[key] = _load_descriptor_model(folder, meta)
+                _CACHE[key] = _load_descriptor_model(folder, meta, device)
         return _CACHE[key]

@@ -172,7 +172,11 @@ def dielectric_members(structures: Sequence[Structure], model: Any = None) -> li
 def dielectric_ensemble(structures: Sequence[Structure], model: Any = None, scale: float | None = None) -> pd.DataFrame:
     """``eps_elec_mean`` (geometric mean of the members' ε, the model's own prediction), ``eps_elec_std``
     (scale × members' sample std), ``eps_elec_n`` and ``eps_elec_error`` (None or why it failed) per structure."""
-    scale = SPREAD_SCALE["eps_elec"] if scale is None else scale
+    from core.scoring.dielectric import load_dielectric_model
+
+    model = load_dielectric_model() if model is None else model
+    if scale is None:   # a model that carries its own calibration (the shipped one since issue #20) uses it
+        scale = getattr(model, "spread_scale", None) or SPREAD_SCALE["eps_elec"]
     rows = []
     for value in dielectric_members(structures, model):
         if isinstance(value, BaseException):
