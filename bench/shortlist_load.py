@@ -89,8 +89,10 @@ def install_server_hooks(run_log: Path) -> None:
     out = open(run_log, "a", buffering=1)
     lock = threading.Lock()
 
-    def write(kind: str, session: str | None, start: float, cpu: float) -> None:
+    def write(kind: str, session: str | None, start: float, cpu: float, triggers: list[str] | None = None) -> None:
         record = {"kind": kind, "session": session, "start": start, "end": time.monotonic(), "cpu": cpu}
+        if triggers:
+            record["triggers"] = triggers
         with lock:
             out.write(json.dumps(record) + "\n")
 
@@ -103,7 +105,10 @@ def install_server_hooks(run_log: Path) -> None:
         try:
             run_script(self, rerun_data)
         finally:
-            write("run", self._session_id, start, time.thread_time() - cpu)
+            states = getattr(rerun_data, "widget_states", None)
+            pressed = [w.id for w in (states.widgets if states is not None else ())
+                       if w.WhichOneof("value") == "trigger_value" and w.trigger_value]
+            write("run", self._session_id, start, time.thread_time() - cpu, pressed)
 
     def timed_execute_deferred(self, file_id: str) -> str:
         session = (self._deferred_callables.get(file_id) or {}).get("session_id")
@@ -255,6 +260,7 @@ class Result:
     session_ids: set[str] = field(default_factory=set)          # its Streamlit session id(s)
     saved: dict[int, str] = field(default_factory=dict)        # entry id -> note last saved
     conflicts: list[str] = field(default_factory=list)          # conflicts reported on screen
+    unapplied: list[str] = field(default_factory=list)          # saves after which the edit was still pending
     errors: list[str] = field(default_factory=list)
     driver: list[str] = field(default_factory=list)             # the bench's own misses (timeouts, missed keys)
     added: int = 0
@@ -375,7 +381,7 @@ def edit_note(page, watcher: Watcher, result: Result, row: int, entry_id: int, t
 def run_session(server_url: str, db: Path, chromium, session: int, actions: int, think: tuple[float, float],
                 seed_: int, result: Result, start_gate: "_SetupGate", lock: threading.Lock) -> None:
     """Set up one session (upload, score), wait at the start gate, run its actions with think time."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import Error as PlaywrightError
 
     with lock:
         context = chromium.new_context(viewport=VIEWPORT, accept_downloads=True)
@@ -430,7 +436,8 @@ def run_session(server_url: str, db: Path, chromium, session: int, actions: int,
             result.done += 1
             result.errors += page_errors(page)
             log(f"session {session}: {kind} done ({k + 1}/{actions})")
-    except (PlaywrightTimeout, TimeoutError) as exc:
+    except (PlaywrightError, TimeoutError) as exc:   # Playwright's TimeoutError is one of its Errors
+        # e.g. "Download.path: canceled": a download the browser dropped; the session stops, the rest go on
         result.driver.append(f"session {session}: {type(exc).__name__}: {str(exc)[:200]}")
     finally:
         result.session_ids = set(watcher.session_ids)
@@ -469,6 +476,11 @@ def do_edit(page, watcher: Watcher, result: Result, db: Path, row: int, entry_id
         result.conflicts.append(warnings.first.inner_text()[:200])
         return False
     result.saved[entry_id] = text
+    pending = page.get_by_role("button", name=re.compile(r"Save notes & tags \([1-9]\d*\)"))
+    if pending.count():        # the click's run finished but the edit is still pending: say what the page showed
+        alerts = page.locator('[data-testid="stAlert"]').all_inner_texts()
+        result.unapplied.append(f"#{entry_id} (clicked at {result.samples[-1].start:.2f}): after Save the button reads {pending.first.inner_text()!r}; "
+                                f"messages on the page: {[a[:160] for a in alerts]}")
     return True
 
 
@@ -745,6 +757,7 @@ of all {args.entries} entries took {warm:.1f} s (each entry's CIF is written onc
   cell-editor openings that needed the retry: {sum(r.retries for r in everyone)}
 * lost edits: **{len(lost)}** (every note a session saved checked in the database afterwards; {conflicts} save(s) reported
   as conflicts on screen){''.join(f'{chr(10)}  * {x}' for x in lost)}
+* saves after which the page still showed the edit as pending: **{sum(len(r.unapplied) for r in everyone)}**{''.join(f'{chr(10)}  * session {r.session} {x}' for r in everyone for x in r.unapplied)}
 * errors: **{len(page_errors_)}** on the pages, **{len(server_errors)}** lines with a traceback or error in the server
   log{''.join(f'{chr(10)}  * {x}' for x in (page_errors_ + server_errors)[:10])}
 * driver problems (the bench's own missed clicks, keys or timeouts, not app errors): **{len(driver)}**{''.join(f'{chr(10)}  * {x}' for x in driver[:12])}
