@@ -92,13 +92,19 @@ class AppServer:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
 
+    def streamlit_args(self) -> list[str]:
+        """The arguments after ``streamlit``: run app/main.py on this port, headless, no file watcher."""
+        return ["run", str(REPO_ROOT / "app" / "main.py"), "--server.headless", "true", "--server.port", str(self.port),
+                "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+                "--server.fileWatcherType", "none", *(["--", *self.args] if self.args else [])]
+
+    def command(self) -> list[str]:
+        """The server's command line (a subclass may wrap Streamlit, e.g. to time its script runs)."""
+        return [sys.executable, "-m", "streamlit", *self.streamlit_args()]
+
     def start(self, timeout_s: float = 120.0) -> "AppServer":
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app" / "main.py"), "--server.headless", "true",
-             "--server.port", str(self.port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none", *(["--", *self.args] if self.args else [])],
-            cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.command(), cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             if self.process.poll() is not None:
