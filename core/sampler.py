@@ -53,7 +53,9 @@ CACHE_BUDGET_BYTES = 224 * 2**20  # full-length key/value cache per chunk; large
 # overlap-aware sampling (``sample(reject_overlaps=True)``; numbers measured in bench/overlap.md)
 LATTICE_TRIES = 8     # lattices per drawn crystal (the first included); no transformer call, ~free
 CRYSTAL_ROUNDS = 10   # rounds of whole-crystal redraws for what no lattice fits; each is one batched decode
-MIN_ROUND_ROWS = 32   # smallest decode of a redraw round: fewer compiled shapes; spare slots are extra candidates
+ROUND_ROWS = 32       # rows per decode chunk of a redraw round, and per lattice-retry call: one compiled shape
+                      # each whatever the number of rows still to redraw, so the app's warm-up compiles them all
+                      # (a new shape costs seconds of compilation; 32 rows decode as fast per crystal as 128)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,7 +524,7 @@ def _reject_overlaps(checkpoint: Checkpoint, arrays: dict, spares: dict, key, ru
         if lattice_tries > 1 and not all(v.fits for v in verdicts):
             # the other lattices of every candidate whose own lattice fails, in one call
             lost = np.array([k for k, v in enumerate(verdicts) if not v.fits])
-            size = chunk_size(config, len(lost), budget=2**62)
+            size = ROUND_ROWS
             Ls, lps = [], []
             for c, start in enumerate(range(0, len(lost), size)):
                 part = lost[start:start + size]
@@ -564,9 +566,9 @@ def _reject_overlaps(checkpoint: Checkpoint, arrays: dict, spares: dict, key, ru
         if not len(todo):
             break
         # one new crystal per unfinished row, topped up (more candidates for the same rows, in order) to
-        # the chunk's padded shape, which costs nothing extra; at least MIN_ROUND_ROWS rows (or the first
-        # decode's chunk), so the last few rows do not compile shape after shape
-        size = batch_size or max(chunk_size(config, len(todo)), min(MIN_ROUND_ROWS, first_size))
+        # whole chunks of one fixed shape (ROUND_ROWS, or the first decode's chunk when that is smaller),
+        # which costs nothing extra and compiles once
+        size = batch_size or min(ROUND_ROWS, first_size)
         slots = -(-len(todo) // size) * size
         owner = todo[np.arange(slots) % len(todo)]
         round_key = jax.random.fold_in(key, 1 + r)
