@@ -87,9 +87,9 @@ _WARMED_LOCK = threading.Lock()
 
 
 def warm_up(checkpoint) -> threading.Thread | None:
-    """Draw one default request (``GenerateRequest()``: 100 samples in Fm-3m) from ``checkpoint`` in the
-    background, once per checkpoint and process, so the sampler is traced and compiled before the first
-    Generate click (4-5 s on a CPU, 0.3 s once compiled; other sample counts share its chunk shapes).
+    """Compile the sampler for the default request (``core.sampler.precompile``) and draw it once
+    (``GenerateRequest()``: 100 samples in Fm-3m) from ``checkpoint`` in the background, once per checkpoint
+    and process, so the sampler is traced and compiled before the first Generate click (4-5 s on a CPU, 0.3 s once compiled; other sample counts share its chunk shapes).
     Off with ``CFRL_APP_WARMUP=0`` (tests)."""
     if not warm_up_enabled() or checkpoint is None:
         return None
@@ -100,7 +100,12 @@ def warm_up(checkpoint) -> threading.Thread | None:
 
     def run() -> None:
         try:
-            generate(checkpoint, GenerateRequest())
+            from core.sampler import precompile
+
+            request = GenerateRequest()
+            # every shape the default request can reach (a redraw round only when some crystal overlaps)
+            precompile(checkpoint, request.num, reject_overlaps=request.reject_overlaps)
+            generate(checkpoint, request)
         except Exception:  # noqa: BLE001 - a real click reports any problem in the page
             pass
 

@@ -83,8 +83,11 @@ def baseline(checkpoint: Path, samples: int, real: bool) -> dict[str, float]:
     from app.generation import GenerateRequest, generate
     from core.checkpoint import load_checkpoint
 
+    from core.sampler import precompile
+
     ck = load_checkpoint(checkpoint)
-    generate(ck, GenerateRequest(225, samples, seed=99))                  # compile
+    precompile(ck, samples)                                               # compile, as the app's warm-up does
+    generate(ck, GenerateRequest(225, samples, seed=99))
     t0 = time.perf_counter()
     out = generate(ck, GenerateRequest(225, samples, seed=3))
     sampled = time.perf_counter() - t0

@@ -53,7 +53,9 @@ CACHE_BUDGET_BYTES = 224 * 2**20  # full-length key/value cache per chunk; large
 # overlap-aware sampling (``sample(reject_overlaps=True)``; numbers measured in bench/overlap.md)
 LATTICE_TRIES = 8     # lattices per drawn crystal (the first included); no transformer call, ~free
 CRYSTAL_ROUNDS = 10   # rounds of whole-crystal redraws for what no lattice fits; each is one batched decode
-MIN_ROUND_ROWS = 32   # smallest decode of a redraw round: fewer compiled shapes; spare slots are extra candidates
+ROUND_ROWS = 32       # rows per decode chunk of a redraw round, and per lattice-retry call: one compiled shape
+                      # each whatever the number of rows still to redraw, so the app's warm-up compiles them all
+                      # (a new shape costs seconds of compilation; 32 rows decode as fast per crystal as 128)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,7 +524,7 @@ def _reject_overlaps(checkpoint: Checkpoint, arrays: dict, spares: dict, key, ru
         if lattice_tries > 1 and not all(v.fits for v in verdicts):
             # the other lattices of every candidate whose own lattice fails, in one call
             lost = np.array([k for k, v in enumerate(verdicts) if not v.fits])
-            size = chunk_size(config, len(lost), budget=2**62)
+            size = ROUND_ROWS
             Ls, lps = [], []
             for c, start in enumerate(range(0, len(lost), size)):
                 part = lost[start:start + size]
@@ -564,9 +566,9 @@ def _reject_overlaps(checkpoint: Checkpoint, arrays: dict, spares: dict, key, ru
         if not len(todo):
             break
         # one new crystal per unfinished row, topped up (more candidates for the same rows, in order) to
-        # the chunk's padded shape, which costs nothing extra; at least MIN_ROUND_ROWS rows (or the first
-        # decode's chunk), so the last few rows do not compile shape after shape
-        size = batch_size or max(chunk_size(config, len(todo)), min(MIN_ROUND_ROWS, first_size))
+        # whole chunks of one fixed shape (ROUND_ROWS, or the first decode's chunk when that is smaller),
+        # which costs nothing extra and compiles once
+        size = batch_size or min(ROUND_ROWS, first_size)
         slots = -(-len(todo) // size) * size
         owner = todo[np.arange(slots) % len(todo)]
         round_key = jax.random.fold_in(key, 1 + r)
@@ -577,6 +579,27 @@ def _reject_overlaps(checkpoint: Checkpoint, arrays: dict, spares: dict, key, ru
     best.update(fits=fits, min_distance=min_distance, crystal_draws=crystal_draws, lattice_draws=lattice_draws,
                 overlap_reason=reason.astype(str))
     return best
+
+
+def precompile(checkpoint: Checkpoint, num: int = 100, *, reject_overlaps: bool = True, spacegroup: int = 225) -> None:
+    """Compile every decode shape a request for ``num`` samples can use (T = 1, top_p = 1), so its first call
+    does not pay seconds of compilation: the first decode's chunk and, for overlap-aware sampling, the redraw
+    rounds' and lattice retries' fixed ``ROUND_ROWS`` chunks, which a draw reaches only when some crystal
+    overlaps (so one warm-up draw may not). Draws a few crystals of ``spacegroup``; returns nothing."""
+    config = checkpoint.config
+    first = chunk_size(config, int(num))
+    sizes = {first} | ({min(ROUND_ROWS, first)} if reject_overlaps else set())
+    mask = jnp.asarray(element_mask(config))
+    key = jax.random.PRNGKey(0)
+    temperature = jnp.asarray(1.0, jnp.result_type(float))
+    for size in sorted(sizes):
+        rows = _decode_rows(checkpoint, np.full(size, spacegroup, np.int32), key, 1.0, 1.0, mask, True, size)
+    if reject_overlaps and LATTICE_TRIES > 1:
+        num_atoms = np.ones(ROUND_ROWS, np.float64)
+        idx = np.arange(ROUND_ROWS) % len(rows["lrow"])
+        _compiled_lattices(config, 1.0, LATTICE_TRIES - 1)(
+            key, jnp.asarray(rows["lrow"][idx]), jnp.asarray(np.full(ROUND_ROWS, spacegroup, np.int32)),
+            jnp.asarray(num_atoms, jnp.result_type(float)), temperature)
 
 
 def sample(checkpoint: Checkpoint, spacegroup: int | Sequence[int] | str = 225, num: int = 10, *,

@@ -477,6 +477,9 @@ def test_sampler_warm_up_runs_once_per_checkpoint_in_the_background(monkeypatch,
     calls = []
     monkeypatch.setattr(generation, "generate", lambda ck, request: calls.append((ck, request.num, request.spacegroup,
                                                                                   threading.current_thread().name)))
+    from core import sampler
+
+    monkeypatch.setattr(sampler, "precompile", lambda ck, num, reject_overlaps: calls.append(("precompile", num, reject_overlaps)))
     checkpoint = object()
     monkeypatch.setenv("CFRL_APP_WARMUP", "0")
     assert generation.warm_up(checkpoint) is None and calls == []
@@ -484,4 +487,4 @@ def test_sampler_warm_up_runs_once_per_checkpoint_in_the_background(monkeypatch,
     thread = generation.warm_up(checkpoint)
     thread.join(10)
     assert generation.warm_up(checkpoint) is None                   # already warm
-    assert calls == [(checkpoint, 100, 225, "cfrl-warm-up-sampler")]
+    assert calls == [("precompile", 100, True), (checkpoint, 100, 225, "cfrl-warm-up-sampler")]

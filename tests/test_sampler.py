@@ -219,3 +219,18 @@ def test_crystals_nothing_fits_are_flagged_not_dropped(tiny_checkpoint):
     assert acceptance(sample(tiny_checkpoint, 225, 2, seed=2)) is None      # option off: nothing checked
     with pytest.raises(InvalidInputError, match="lattice_tries"):
         sample(tiny_checkpoint, 225, 2, reject_overlaps=True, lattice_tries=0)
+
+
+def test_precompile_covers_every_shape_an_overlap_aware_request_reaches(tiny_checkpoint):
+    """After ``precompile`` no draw of that size compiles again, whatever its seed makes it redraw (the
+    perturbed tiny model never fits, so every draw goes through redraw rounds and lattice retries)."""
+    from core.sampler import LATTICE_TRIES, _compiled, _compiled_lattices, precompile
+
+    config = tiny_checkpoint.config
+    precompile(tiny_checkpoint, 40)
+    decode, lattices = _compiled(config, True, 1.0), _compiled_lattices(config, 1.0, LATTICE_TRIES - 1)
+    compiled = decode._cache_size(), lattices._cache_size()
+    for seed in (1, 2):
+        sample(tiny_checkpoint, 225, 40, seed=seed, reject_overlaps=True, crystal_rounds=2)
+        sample(tiny_checkpoint, [225, 62, 2], 37, seed=seed, reject_overlaps=True, crystal_rounds=1)
+    assert (decode._cache_size(), lattices._cache_size()) == compiled
