@@ -256,7 +256,7 @@ class Result:
     saved: dict[int, str] = field(default_factory=dict)        # entry id -> note last saved
     conflicts: list[str] = field(default_factory=list)          # conflicts reported on screen
     unapplied: list[str] = field(default_factory=list)          # edits not in the database once their run ended
-    dropped: list[str] = field(default_factory=list)            # Enters after which the browser sent nothing
+    dropped: list[str] = field(default_factory=list)            # edits / add presses the app never saw (repeated)
     errors: list[str] = field(default_factory=list)
     driver: list[str] = field(default_factory=list)             # the bench's own misses (timeouts, missed keys)
     added: int = 0
@@ -401,9 +401,17 @@ def do_add(page, watcher: Watcher, result: Result, formula: str) -> None:
     page.keyboard.press("Enter")
     harness.wait_idle(page)
     page.get_by_role("heading", name=re.compile(rf"^{formula} · #")).wait_for()
-    result.timed("add", page, watcher, lambda: page.get_by_role("button", name="Add to shortlist").click())
-    page.get_by_text(re.compile(r"to the shortlist as #\d+|Already kept")).wait_for()
-    result.added += 1
+    confirmed = page.get_by_text(re.compile(r"to the shortlist as #\d+|Already kept"))
+    for attempt in range(2):
+        result.timed("add", page, watcher, lambda: page.get_by_role("button", name="Add to shortlist").click())
+        try:
+            confirmed.wait_for(timeout=STEP_TIMEOUT_S * 1000)
+            result.added += 1
+            return
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: the run after the click did not see it
+            result.dropped.append(f"add {formula} (attempt {attempt + 1}): a run finished after the click, without "
+                                  "the press (no entry added, no message); clicked again")
+    raise DriverProblem(f"neither of two Add to shortlist clicks for {formula} reached the server")
 
 
 def do_edit(page, watcher: Watcher, result: Result, db: Path, row: int, entry_id: int, text: str) -> bool:
@@ -704,8 +712,9 @@ of all {args.entries} entries took {warm:.1f} s (each entry's CIF is written onc
 * lost edits: **{len(lost)}** (every note a session saved checked in the database afterwards; {conflicts} save(s) reported
   as conflicts on screen){''.join(f'{chr(10)}  * {x}' for x in lost)}
 * edits not in the database once the run their Enter caused had finished: **{sum(len(r.unapplied) for r in everyone)}**{''.join(f'{chr(10)}  * session {r.session} {x}' for r in everyone for x in r.unapplied)}
-* edits the browser dropped before sending them (Enter pressed, no script run within {STEP_TIMEOUT_S:g} s, the cell shows
-  its old text again; each was typed once more, as a user seeing the old text would): **{sum(len(r.dropped) for r in everyone)}**{''.join(f'{chr(10)}  * session {r.session} {x}' for r in everyone for x in r.dropped)}
+* actions dropped before the app saw them, each repeated once as a user who sees nothing happen would: an edit whose
+  Enter the browser never sent (no script run within {STEP_TIMEOUT_S:g} s, the cell shows its old text again), or an *Add to
+  shortlist* press that the run after the click did not carry (no entry, no message): **{sum(len(r.dropped) for r in everyone)}**{''.join(f'{chr(10)}  * session {r.session} {x}' for r in everyone for x in r.dropped)}
 * errors: **{len(page_errors_)}** on the pages, **{len(server_errors)}** lines with a traceback or error in the server
   log{''.join(f'{chr(10)}  * {x}' for x in (page_errors_ + server_errors)[:10])}
 * driver problems (the bench's own missed clicks, keys or timeouts, not app errors): **{len(driver)}**{''.join(f'{chr(10)}  * {x}' for x in driver[:12])}

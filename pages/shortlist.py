@@ -73,20 +73,21 @@ if c2.button(f"Remove selected ({len(chosen)})", disabled=not chosen, key="short
 try:
     from core.export import properties_csv
 
-    # built when clicked (a callable), not on every rerun: 500 CIFs take seconds. Not on_click="ignore": with
-    # such a button on the page Streamlit 1.67 dropped data-editor edits in the browser (bench/shortlist_load.py)
+    # built when clicked (a callable), not on every rerun: 500 CIFs take seconds. No rerun on the click
+    # (on_click="ignore"): a rerun that finishes first forgets the callable, and the browser's request for the
+    # file then fails ("Deferred file ... not found", seen under load in bench/shortlist_load.py)
     c3.download_button(f"CIF zip ({scope_text})", lambda: shortlisting.cif_zip_of(store, scope), file_name="shortlist-cifs.zip",
-                       mime="application/zip", key="shortlist-zip", icon=":material/download:")
+                       mime="application/zip", key="shortlist-zip", on_click="ignore", icon=":material/download:")
 
     def scope_csv() -> bytes:
         rows = store.list()
         return properties_csv(rows[rows["id"].isin(scope)])
 
     c4.download_button(f"CSV ({scope_text})", scope_csv,
-                       file_name="shortlist.csv", mime="text/csv", key="shortlist-csv", icon=":material/download:",
+                       file_name="shortlist.csv", mime="text/csv", key="shortlist-csv", on_click="ignore", icon=":material/download:",
                        help="one row per entry; tags as a JSON list")
     c5.download_button(f"DFT inputs ({scope_text})", lambda: shortlisting.dft_inputs_zip(store, scope),
-                       file_name="shortlist-dft-inputs.zip", mime="application/zip", key="shortlist-dft",
+                       file_name="shortlist-dft-inputs.zip", mime="application/zip", key="shortlist-dft", on_click="ignore",
                        icon=":material/download:",
                        help="a zip of pymatgen Materials Project input sets per candidate: relaxation, static and DFPT "
                             "dielectric runs (INCAR, KPOINTS, POSCAR, POTCAR.spec) and a summary CSV")
