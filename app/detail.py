@@ -290,9 +290,9 @@ def downloads(structure, name: str, key: str) -> None:
     try:
         # the symmetrised CIF (symmetry search + read-back check) is written when clicked, not on every rerun
         c1.download_button("CIF", lambda: cif(structure), file_name=f"{name}.cif", mime="chemical/x-cif",
-                           key=f"{key}-cif", width="stretch")
+                           key=f"{key}-cif", on_click="ignore", width="stretch")
         c2.download_button("POSCAR", poscar(structure), file_name=f"{name}.vasp", mime="text/plain",
-                           key=f"{key}-poscar", width="stretch")
+                           key=f"{key}-poscar", on_click="ignore", width="stretch")
     except Exception as exc:  # noqa: BLE001
         show_error(exc, "could not write this structure")
 
@@ -315,7 +315,7 @@ def xrd(structure, key: str = "xrd") -> None:
     st.plotly_chart(xrd_figure(pattern), width="stretch", key=f"{key}-chart")
     st.download_button("XRD pattern (CSV with hkl)", xrd_csv(pattern),
                        file_name=f"{structure.composition.reduced_formula}-xrd.csv", mime="text/csv",
-                       key=f"{key}-csv", icon=":material/download:")
+                       key=f"{key}-csv", on_click="ignore", icon=":material/download:")
 
 
 def structure_panel(structure, row: Mapping[str, Any], *, title: str, key: str, token_string: str | None = None) -> None:

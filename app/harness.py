@@ -316,12 +316,10 @@ def open_options(page, widget) -> list[str]:
     box = widget.get_by_role("combobox")
 
     def opened(within_s: float = 2.0) -> bool:       # React opens the list a frame or more after the event
-        deadline = time.time() + within_s
-        while time.time() < deadline:
-            if box.get_attribute("aria-expanded") == "true":
-                return True
-            time.sleep(0.1)
-        return False
+        try:
+            return poll(lambda: box.get_attribute("aria-expanded") == "true", "", within_s, interval_s=0.1)
+        except StepMissed:
+            return False
 
     box.click()
     for key in ("ArrowDown", "Alt+ArrowDown"):
@@ -340,14 +338,10 @@ def open_options(page, widget) -> list[str]:
 
 def wait_for_change(read: Callable[[], object], before: object, timeout_s: float = 60.0) -> object:
     """Poll ``read()`` until it differs from ``before`` (a rerun has painted its result); return the new value.
-    Raises AssertionError naming the unchanged value when it never changes."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        now = read()
-        if now != before:
-            return now
-        time.sleep(0.2)
-    raise AssertionError(f"still {before!r} after {timeout_s:.0f} s")
+    Raises StepMissed (an AssertionError) naming the unchanged value when it never changes."""
+    changed = poll(lambda: (now := read()) != before and [now], f"still {before!r} after {timeout_s:.0f} s",
+                   timeout_s, interval_s=0.2)
+    return changed[0]
 
 
 def choose(page, widget, *options: str) -> None:
@@ -386,3 +380,106 @@ def plot_ids(page, *traces: str, chart_index: int = 0) -> set[int]:
     """Pool ids (``customdata[0]``) of the points of the named traces of a plotly chart."""
     return {int(float(row[0])) for t in plotly_traces(page, chart_index) if t["name"] in traces
             for row in (t["customdata"] or [])}
+
+
+# ---------------------------------------------------------------------------------------------
+# polling and the data editor (glide-data-grid: a canvas, read through its accessibility table)
+# ---------------------------------------------------------------------------------------------
+#: how long one driven UI step (a selection, a cell editor opening) may take before it counts as missed;
+#: generous because at load average ~20 a Chromium can stall for seconds
+STEP_TIMEOUT_S = 30.0
+GRID = '[data-testid="stDataFrame"]'
+
+
+class StepMissed(AssertionError):
+    """A driven step did not happen in time (a click or key that did not land, a list that did not open)."""
+
+
+def poll(check: Callable[[], object], what: str, timeout_s: float = STEP_TIMEOUT_S, interval_s: float = 0.05):
+    """``check()`` until it is truthy (returns it); StepMissed(what) after ``timeout_s``."""
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.perf_counter() > deadline:
+            raise StepMissed(what)
+        time.sleep(interval_s)
+
+
+#: the data editor's accessibility table (glide-data-grid keeps one inside its canvas, in step with what is
+#: drawn): column headers by absolute index, the selected cells, how many cells are drawn and the text of a few
+_GRID_STATE = """([grid, cells]) => {
+  const table = document.querySelector(grid + ' table[role="grid"]');
+  if (!table) return null;
+  const heads = {};
+  table.querySelectorAll('th[role="columnheader"]').forEach(h => { heads[h.textContent.trim()] = +h.getAttribute('aria-colindex') - 1; });
+  const selected = Array.from(table.querySelectorAll('td[aria-selected="true"]')).map(c => c.id);
+  const drawn = table.querySelectorAll('td[role="gridcell"]').length;
+  const text = {};
+  for (const id of cells) { const c = table.querySelector('#' + CSS.escape(id)); text[id] = c ? c.textContent : null; }
+  return {heads, selected, text, cells: drawn};
+}"""
+
+
+def grid_state(page, cells: Sequence[str] = ()) -> dict | None:
+    """The first data editor's headers ({name: column index}), selected cell ids, number of drawn cells and
+    the text of ``cells`` (ids like ``glide-cell-<column>-<row>``); None before it is mounted."""
+    return page.evaluate(_GRID_STATE, [GRID, list(cells)])
+
+
+def open_cell_editor(page, row: int, column: str, column_index: int, check: tuple[str, str] | None = None):
+    """Select the ``column`` cell of the data editor's ``row`` by keyboard, press Enter and wait for glide's
+    overlay cell editor; returns its textarea. The grid is a canvas: every step is checked against its
+    accessibility table, so a click or key that did not land is caught here (StepMissed), not typed into
+    nowhere. ``column_index``: the column's index when its header is not drawn (scrolled away); ``check``:
+    (column name, text) the row must show, e.g. ("#", "12"), so an edit never lands on another entry."""
+    wait_idle(page)
+    # ready: the table is mounted and some of its cells are drawn
+    state = poll(lambda: (s := grid_state(page)) and s["cells"] and s, "the data editor grid did not become ready")
+    index = state["heads"].get(column, column_index)
+    grid = page.locator(GRID).first
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    # a cell of the first drawn row; which one depends on how the grid is scrolled, so read it back. The grid
+    # may still show an earlier selection (e.g. the row Enter moved to after the last edit), and the first
+    # click after focus was elsewhere can clear it instead of selecting: click until the selection is a new
+    # one, or the same one twice in a row (the click picked the very cell that was selected)
+    before = state["selected"]
+    picked = None
+    for _ in range(3):
+        page.mouse.click(box["x"] + 75, box["y"] + 35 + 17)
+        try:
+            picked = poll(lambda: (now := grid_state(page)["selected"]) and now != before and now, "", 3.0)
+            break
+        except StepMissed:
+            now = grid_state(page)["selected"]
+            if now and now == before:
+                picked = now
+                break
+            before = now
+    if not picked:
+        raise StepMissed("three clicks selected no cell")
+    _, _, at_column, at_row = picked[0].split("-")
+    down, right = row - int(at_row), index - int(at_column)
+    for _ in range(abs(down)):
+        page.keyboard.press("ArrowDown" if down > 0 else "ArrowUp")
+    for _ in range(abs(right)):
+        page.keyboard.press("ArrowRight" if right > 0 else "ArrowLeft")
+    target = f"glide-cell-{index}-{row}"
+    state = poll(lambda: (s := grid_state(page, [target])) and s["selected"] == [target] and s,
+                 f"the keys did not select the {column} cell of row {row}")
+    if check is not None:
+        cell = f"glide-cell-{state['heads'].get(check[0], 1)}-{row}"
+        shown = grid_state(page, [cell])["text"][cell]
+        if shown is not None and shown.strip() != check[1]:
+            raise StepMissed(f"row {row} shows {check[0]} {shown.strip()}, not {check[1]}")
+    page.keyboard.press("Enter")
+    editor = page.locator("#portal textarea.gdg-input")
+    try:
+        editor.wait_for(state="visible", timeout=STEP_TIMEOUT_S * 1000)
+    except Exception as exc:  # noqa: BLE001 - Playwright's TimeoutError
+        raise StepMissed(f"Enter did not open the {column} cell editor") from exc
+    if editor.input_value() != (state["text"][target] or ""):
+        raise StepMissed(f"the cell editor holds {editor.input_value()!r}, the cell {state['text'][target]!r}")
+    return editor

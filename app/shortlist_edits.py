@@ -4,9 +4,14 @@
 happens each time another session adds or removes an entry. So every edit is copied, as it is made (the
 editor's ``on_change``), into ``Edits`` in the session state, keyed by entry id together with the notes
 and tags the edit started from (its *base*). The table shown is the stored list with the pending edits laid
-over it, so they stay on screen whatever the list does, and saving is a compare-and-set
-(``Shortlist.update(..., expected=base)``): an edit is saved, or reported as a conflict with what the other
-session wrote, or reported with its text when its entry was removed; it is never silently dropped.
+over it, so they stay on screen whatever the list does.
+
+Each edit is saved as soon as the editor reports it (``commit``, called from the same ``on_change``), not on a
+later button click: the grid sends a rerun of its own right after a cell is committed, and a button press
+that arrives with it can be dropped by Streamlit (bench/shortlist_load.py measured 1 of 2-3 saves lost that
+way), while a changed value is never dropped. Saving is a compare-and-set
+(``Shortlist.update(..., expected=base)``): an edit is saved, or kept and reported as a conflict with what the
+other session wrote, or reported with its text when its entry was removed; it is never silently dropped.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.errors import InvalidInputError
 from core.shortlist import EditConflictError, normalize_tags
 
 FIELDS = ("notes", "tags")
@@ -43,7 +49,9 @@ class Edits:
     selected: set[int] = field(default_factory=set)
     shown: list[int] = field(default_factory=list)                     # ids of the rows now on screen
     stored: dict[int, dict[str, str]] = field(default_factory=dict)    # their stored notes/tags
-    generation: int = 0                                                # bumped when edits are dropped
+    generation: int = 0                                                # bumped when the editor must start afresh
+    notices: list[str] = field(default_factory=list)                   # problems of the last save, shown once
+    saved_ids: list[int] = field(default_factory=list)                 # entries the last save wrote
 
     # -- building the table -----------------------------------------------------------------------
     def table(self, frame: pd.DataFrame, listing: pd.DataFrame) -> pd.DataFrame:
@@ -62,9 +70,11 @@ class Edits:
         return out
 
     def editor_key(self, prefix: str = "shortlist-editor") -> str:
-        """A key that changes when the stored list changes or edits were dropped, so the editor starts from
-        the table shown and never replays an edit it remembers by position."""
-        digest = hashlib.blake2b(repr(sorted(self.stored.items())).encode(), digest_size=6).hexdigest()
+        """A key that changes when the stored list changes (this session's own saves included) or edits were
+        dropped, so the editor starts from the table shown and never replays an edit it remembers by position
+        onto another entry. Keeping the editor across an own save (same key, values changed) was tried: the
+        browser then sometimes dropped the next edit of that editor without sending it (bench/shortlist_load.py)."""
+        digest = hashlib.blake2b(repr((self.shown, sorted(self.stored.items()))).encode(), digest_size=6).hexdigest()
         return f"{prefix}-{digest}-{self.generation}"
 
     # -- taking edits from the editor ---------------------------------------------------------------
@@ -106,11 +116,28 @@ class Edits:
         self.generation += 1
 
     # -- saving ---------------------------------------------------------------------------------------
+    def commit(self, edited_rows: dict[Any, dict[str, Any]], store) -> None:
+        """The editor's ``on_change``: take its edits (``capture``) and save them at once (``save``); what was
+        saved and any problem wait in ``saved_ids`` / ``notices`` for the page to show (notices until the
+        next edit)."""
+        self.notices, self.saved_ids = [], []
+        self.capture(edited_rows)
+        if not self.pending:
+            return
+        try:
+            saved, problems = self.save(store)
+        except Exception as exc:  # noqa: BLE001 - e.g. a damaged or locked database: keep every edit, say so
+            self.notices.append(f"Not saved ({exc}); your edits are kept here, press Save again to retry.")
+            return
+        self.notices.extend(problems)
+
     def save(self, store) -> tuple[int, list[str]]:
         """Write every pending edit whose base still holds; returns (saved, problems). Conflicting edits stay
-        pending (shown with both versions); an edit of a removed entry is reported with its text."""
+        pending, not in ``problems`` (``conflicts`` names them with both versions after the next ``table``);
+        an edit of a removed entry is reported with its text; an edit the store could not write (e.g. database
+        busy) stays pending, reported."""
         saved, problems = 0, []
-        self.generation += 1
+        self.saved_ids = []
         for entry_id, edit in sorted(self.pending.items()):
             if entry_id not in self.stored:
                 problems.append(f"#{entry_id} was removed in another session; your notes were "
@@ -120,13 +147,24 @@ class Edits:
             try:
                 store.update(entry_id, notes=edit["notes"], tags=edit["tags"], expected=edit["base"])
             except EditConflictError as exc:
-                problems.append(f"#{entry_id}: changed in another session (now notes {exc.current['notes']!r}, "
-                                f"tags {_tags_text(exc.current['tags'])!r}); yours is kept unsaved below")
-                continue
-            except Exception as exc:  # noqa: BLE001 - e.g. removed meanwhile: say so, keep the text
+                if _same({"notes": exc.current["notes"] or "", "tags": _tags_text(exc.current["tags"])}, edit):
+                    del self.pending[entry_id]     # already stored as typed (e.g. the editor replayed an edit)
+                    continue
+                continue        # stays pending: ``conflicts`` (the page) shows both versions once it has reread the list
+            except InvalidInputError as exc:  # removed meanwhile, or text the store refuses: say so, keep the text
                 problems.append(f"#{entry_id}: {exc}; your notes were {edit['notes']!r}, tags {edit['tags']!r}")
                 del self.pending[entry_id]
+                self.generation += 1
+                continue
+            except Exception as exc:  # noqa: BLE001 - the database could not be written now: keep the edit
+                problems.append(f"#{entry_id} not saved ({exc}); your edit is kept here, press Save again to retry")
                 continue
             del self.pending[entry_id]
+            self.saved_ids.append(entry_id)
             saved += 1
         return saved, problems
+
+    def unsaved(self) -> list[int]:
+        """Pending edits without a conflict (the last save could not write them): the page offers Save again."""
+        conflicting = self.conflicts()
+        return [i for i in self.pending if i not in conflicting]

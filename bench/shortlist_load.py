@@ -10,7 +10,7 @@ Playwright. Each session first uploads its own crystals on the Score page and sc
 waits at a start gate until every session of its phase is set up, then does ``--actions`` actions in the
 fixed cycle edit, add, zip, csv:
 
-* **edit**: on Shortlist, type a new note into its own entry's Notes cell, then **save** (*Save notes & tags*);
+* **edit**: on Shortlist, type a new note into its own entry's Notes cell and press Enter, which saves it;
 * **add**: on Explore, pick one of its crystals and press *Add to shortlist*;
 * **zip** / **csv**: click the *CIF zip* / *CSV* download (all entries) and wait for the file;
 * **open**: switching to the Shortlist page when an action needs it (after an add).
@@ -43,12 +43,10 @@ import os
 import platform
 import random
 import re
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -66,11 +64,8 @@ METALS = ("Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Y", "Zr", 
 ANIONS = ("N", "P", "As", "O", "S", "Se", "Te")
 TARGET_RATIO = 3.0
 CYCLE = ("edit", "add", "zip", "csv")
-KINDS = ("open", "add", "edit", "save", "zip", "csv")
-GRID = '[data-testid="stDataFrame"]'
-#: how long one UI step of the driver (a selection, the cell editor opening) may take before it counts as
-#: missed; generous because at load average ~20 a Chromium can stall for seconds
-STEP_TIMEOUT_S = 30.0
+KINDS = ("open", "add", "edit", "zip", "csv")
+STEP_TIMEOUT_S = harness.STEP_TIMEOUT_S
 
 
 def log(message: str) -> None:
@@ -194,8 +189,8 @@ def parse_think(text: str) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------
 # the browser side
 # ---------------------------------------------------------------------------------------------
-class DriverProblem(Exception):
-    """The bench's own miss (a click or keystroke that did not land), not an app error."""
+#: the bench's own miss (a click or keystroke that did not land, a step that timed out), not an app error
+DriverProblem = harness.StepMissed
 
 
 class Watcher:
@@ -260,19 +255,20 @@ class Result:
     session_ids: set[str] = field(default_factory=set)          # its Streamlit session id(s)
     saved: dict[int, str] = field(default_factory=dict)        # entry id -> note last saved
     conflicts: list[str] = field(default_factory=list)          # conflicts reported on screen
-    unapplied: list[str] = field(default_factory=list)          # saves after which the edit was still pending
+    unapplied: list[str] = field(default_factory=list)          # edits not in the database once their run ended
+    dropped: list[str] = field(default_factory=list)            # edits / add presses the app never saw (repeated)
     errors: list[str] = field(default_factory=list)
     driver: list[str] = field(default_factory=list)             # the bench's own misses (timeouts, missed keys)
     added: int = 0
     done: int = 0                                                # actions completed
     retries: int = 0                                             # cell editor openings that needed the retry
 
-    def timed(self, kind: str, page, watcher: Watcher, act: Callable[[], None]) -> None:
+    def timed(self, kind: str, page, watcher: Watcher, act: Callable[[], None], timeout_s: float = 180.0) -> None:
         """Do ``act`` and note, as a ``kind`` sample, the time until the run it caused has finished."""
         seen = watcher.finished
         start = time.monotonic()
         act()
-        watcher.wait(seen)
+        watcher.wait(seen, timeout_s)
         self.samples.append(Sample(kind, start, time.monotonic()))
 
 
@@ -281,101 +277,46 @@ def page_errors(page) -> list[str]:
     return [boxes.nth(i).inner_text()[:300] for i in range(boxes.count())]
 
 
-#: the data editor's accessibility table (glide-data-grid keeps one inside its canvas, in step with what is
-#: drawn): column headers by absolute index, the selected cells, how many cells are drawn and the text of a few
-_GRID_STATE = """([grid, cells]) => {
-  const table = document.querySelector(grid + ' table[role="grid"]');
-  if (!table) return null;
-  const heads = {};
-  table.querySelectorAll('th[role="columnheader"]').forEach(h => { heads[h.textContent.trim()] = +h.getAttribute('aria-colindex') - 1; });
-  const selected = Array.from(table.querySelectorAll('td[aria-selected="true"]')).map(c => c.id);
-  const drawn = table.querySelectorAll('td[role="gridcell"]').length;
-  const text = {};
-  for (const id of cells) { const c = table.querySelector('#' + CSS.escape(id)); text[id] = c ? c.textContent : null; }
-  return {heads, selected, text, cells: drawn};
-}"""
-
-
-def grid_state(page, cells: Sequence[str] = ()) -> dict[str, Any] | None:
-    return page.evaluate(_GRID_STATE, [GRID, list(cells)])
-
-
-def poll(page, what: str, check: Callable[[], Any], timeout_s: float = STEP_TIMEOUT_S) -> Any:
-    """``check()`` until it is truthy (returns it); DriverProblem(what) after ``timeout_s``."""
-    deadline = time.perf_counter() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.perf_counter() > deadline:
-            raise DriverProblem(what)
-        page.wait_for_timeout(50)
-
-
-def open_notes_editor(page, row: int, entry_id: int, notes_column: int):
-    """Select the Notes cell of the editor's ``row`` (which must show ``entry_id``) by keyboard, press Enter
-    and wait for glide's overlay cell editor; returns its textarea. The grid is a canvas: every step is
-    checked against its accessibility table, so a click or key that did not land is caught here, not typed
-    into nowhere. ``notes_column`` is the Notes column's index when its header is not drawn (scrolled away)."""
-    harness.wait_idle(page)
-    # ready: the table is mounted and some of its cells are drawn
-    state = poll(page, "the data editor grid did not become ready",
-                 lambda: (s := grid_state(page)) and s["cells"] and s)
-    notes = state["heads"].get("Notes", notes_column)
-    grid = page.locator(GRID).first
-    grid.scroll_into_view_if_needed()
-    box = grid.bounding_box()
-    # clear the selection first (Escape), so the selection read back below is the click's, not a stale one
-    # the accessibility table still shows from before (e.g. the row Enter moved to after the last edit)
-    if state["selected"]:
-        grid.focus()
-        page.keyboard.press("Escape")
-        poll(page, "Escape did not clear the grid's selection", lambda: not grid_state(page)["selected"])
-    # a cell of the first drawn row; which one depends on how the grid is scrolled, so read it back
-    page.mouse.click(box["x"] + 75, box["y"] + 35 + 17)
-    picked = poll(page, "the click selected no cell", lambda: grid_state(page)["selected"])
-    _, _, column, at_row = picked[0].split("-")
-    down, right = row - int(at_row), notes - int(column)
-    for _ in range(abs(down)):
-        page.keyboard.press("ArrowDown" if down > 0 else "ArrowUp")
-    for _ in range(abs(right)):
-        page.keyboard.press("ArrowRight" if right > 0 else "ArrowLeft")
-    target = f"glide-cell-{notes}-{row}"
-    state = poll(page, f"the keys did not select the Notes cell of row {row}",
-                 lambda: (s := grid_state(page, [target])) and s["selected"] == [target] and s)
-    id_cell = f"glide-cell-{state['heads'].get('#', 1)}-{row}"
-    shown_id = grid_state(page, [id_cell])["text"][id_cell]
-    if shown_id is not None and shown_id.strip() != str(entry_id):
-        raise DriverProblem(f"row {row} shows entry #{shown_id.strip()}, not #{entry_id}")
-    page.keyboard.press("Enter")
-    editor = page.locator("#portal textarea.gdg-input")
-    try:
-        editor.wait_for(state="visible", timeout=STEP_TIMEOUT_S * 1000)
-    except Exception as exc:  # noqa: BLE001 - Playwright's TimeoutError
-        raise DriverProblem("Enter did not open the Notes cell editor") from exc
-    if editor.input_value() != (state["text"][target] or ""):
-        raise DriverProblem(f"the cell editor holds {editor.input_value()!r}, the cell {state['text'][target]!r}")
-    return editor
-
-
 def edit_note(page, watcher: Watcher, result: Result, row: int, entry_id: int, text: str, notes_column: int) -> None:
     """Type ``text`` as the note of ``entry_id`` (shown in ``row``) and commit it with Enter (timed "edit").
-    Opening the cell editor is retried once; the typed text is checked in the editor before Enter."""
+
+    Opening the cell editor is retried once; the typed text is checked in the editor before Enter. An Enter
+    after which the browser sends nothing (no script run within ``STEP_TIMEOUT_S``: the data editor dropped
+    the edit in the page, the cell shows its old text again) is noted in ``result.dropped`` and the edit typed
+    once more, as a user who sees the old text come back would."""
+    for attempt in range(2):
+        used_fill = _type_note(page, result, row, entry_id, text, notes_column)
+        try:
+            result.timed("edit", page, watcher, lambda: page.keyboard.press("Enter"), timeout_s=STEP_TIMEOUT_S)
+            return
+        except TimeoutError:
+            column = ((harness.grid_state(page) or {}).get("heads") or {}).get("Notes", notes_column)
+            cell = f"glide-cell-{column}-{row}"
+            shown = (harness.grid_state(page, [cell]) or {}).get("text", {}).get(cell)
+            result.dropped.append(f"#{entry_id} {text!r} (attempt {attempt + 1}; typed{' + fill' if used_fill else ''}; "
+                                  f"the cell then showed {shown!r})")
+    raise DriverProblem(f"the browser sent neither of two Enters for #{entry_id}")
+
+
+def _type_note(page, result: Result, row: int, entry_id: int, text: str, notes_column: int) -> bool:
+    """Open the Notes cell editor of ``row`` and type ``text`` into it; True when the keys had to be
+    completed with ``fill`` (keystrokes lost under load)."""
     try:
-        editor = open_notes_editor(page, row, entry_id, notes_column)
+        editor = harness.open_cell_editor(page, row, "Notes", notes_column, ("#", str(entry_id)))
     except DriverProblem:
         result.retries += 1
         page.keyboard.press("Escape")      # close a half-open editor or drop the selection, then start again
         page.wait_for_timeout(500)
-        editor = open_notes_editor(page, row, entry_id, notes_column)
+        editor = harness.open_cell_editor(page, row, "Notes", notes_column, ("#", str(entry_id)))
     page.keyboard.press("Control+A")
     page.keyboard.type(text)
-    if editor.input_value() != text:
+    used_fill = editor.input_value() != text
+    if used_fill:
         editor.fill(text)                  # keystrokes lost under load: set the value as a paste would
     if editor.input_value() != text:
         page.keyboard.press("Escape")
         raise DriverProblem(f"the cell editor holds {editor.input_value()!r}, not the typed {text!r}")
-    result.timed("edit", page, watcher, lambda: page.keyboard.press("Enter"))
+    return used_fill
 
 
 def run_session(server_url: str, db: Path, chromium, session: int, actions: int, think: tuple[float, float],
@@ -439,6 +380,10 @@ def run_session(server_url: str, db: Path, chromium, session: int, actions: int,
     except (PlaywrightError, TimeoutError) as exc:   # Playwright's TimeoutError is one of its Errors
         # e.g. "Download.path: canceled": a download the browser dropped; the session stops, the rest go on
         result.driver.append(f"session {session}: {type(exc).__name__}: {str(exc)[:200]}")
+        with contextlib.suppress(Exception):      # what the page showed when the session stopped
+            shot = db.parent.parent / f"session-{session}-stopped.png"
+            page.screenshot(path=str(shot), full_page=True)
+            result.driver[-1] += f" (page: {shot}; grid: {harness.grid_state(page)})"
     finally:
         result.session_ids = set(watcher.session_ids)
         if not start_gate.passed:   # failed in set-up: still count as ready, so the others start
@@ -456,32 +401,41 @@ def do_add(page, watcher: Watcher, result: Result, formula: str) -> None:
     page.keyboard.press("Enter")
     harness.wait_idle(page)
     page.get_by_role("heading", name=re.compile(rf"^{formula} · #")).wait_for()
-    result.timed("add", page, watcher, lambda: page.get_by_role("button", name="Add to shortlist").click())
-    page.get_by_text(re.compile(r"to the shortlist as #\d+|Already kept")).wait_for()
-    result.added += 1
+    confirmed = page.get_by_text(re.compile(r"to the shortlist as #\d+|Already kept"))
+    for attempt in range(2):
+        result.timed("add", page, watcher, lambda: page.get_by_role("button", name="Add to shortlist").click())
+        try:
+            confirmed.wait_for(timeout=STEP_TIMEOUT_S * 1000)
+            result.added += 1
+            return
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: the run after the click did not see it
+            result.dropped.append(f"add {formula} (attempt {attempt + 1}): a run finished after the click, without "
+                                  "the press (no entry added, no message); clicked again")
+    raise DriverProblem(f"neither of two Add to shortlist clicks for {formula} reached the server")
 
 
 def do_edit(page, watcher: Watcher, result: Result, db: Path, row: int, entry_id: int, text: str) -> bool:
-    """Shortlist: edit the note of ``entry_id`` (timed "edit") and save it (timed "save"). True when saved
-    without a conflict (the note the database must then hold)."""
+    """Shortlist: edit the note of ``entry_id`` and commit it with Enter (timed "edit"), which saves it (the
+    editor's ``on_change``). True when saved without a conflict (the note the database must then hold)."""
     edit_note(page, watcher, result, row, entry_id, text, notes_index(db))
-    save = page.get_by_role("button", name=re.compile(r"Save notes & tags \([1-9]\d*\)"))
-    try:
-        save.wait_for(timeout=STEP_TIMEOUT_S * 1000)
-    except Exception as exc:  # noqa: BLE001 - Playwright's TimeoutError
-        raise DriverProblem("the note edit did not register (Save shows no pending change)") from exc
-    result.timed("save", page, watcher, save.click)
     warnings = page.locator('[data-testid="stAlert"]').filter(has_text="another session")
     if warnings.count():
         result.conflicts.append(warnings.first.inner_text()[:200])
         return False
     result.saved[entry_id] = text
-    pending = page.get_by_role("button", name=re.compile(r"Save notes & tags \([1-9]\d*\)"))
-    if pending.count():        # the click's run finished but the edit is still pending: say what the page showed
+    stored = stored_note(db, entry_id)
+    if stored != text:     # the edit's run finished but the note is not in the database: say what the page showed
         alerts = page.locator('[data-testid="stAlert"]').all_inner_texts()
-        result.unapplied.append(f"#{entry_id} (clicked at {result.samples[-1].start:.2f}): after Save the button reads {pending.first.inner_text()!r}; "
+        result.unapplied.append(f"#{entry_id} (Enter at {result.samples[-1].start:.2f}): stored {stored!r}; "
                                 f"messages on the page: {[a[:160] for a in alerts]}")
     return True
+
+
+def stored_note(db: Path, entry_id: int) -> str | None:
+    from core.shortlist import Shortlist
+
+    entry = Shortlist(db, read_only=True).get(entry_id)
+    return entry.notes
 
 
 def do_download(page, result: Result, kind: str) -> None:
@@ -738,7 +692,7 @@ on {platform.node()} ({cores} CPU cores, shared with other work). Load average (
 One `streamlit run app/main.py` (fake scorer, tiny checkpoint), a shortlist seeded with {args.entries} entries, headless
 Debian Chromium via Playwright. Both phases ran on the same server and database ({elapsed:.0f} s for both): first
 {args.baseline_sessions} session(s) one after the other (never two at once), then {args.sessions} sessions at once, released
-together by a start gate after every one of them was set up. Each session does {args.actions} actions in the cycle edit (+ save),
+together by a start gate after every one of them was set up. Each session does {args.actions} actions in the cycle edit (saved on Enter),
 add, zip, csv, opening the Shortlist page when it comes back from Explore; all sessions run the same script, so both phases
 have the same actions in the same mix. Human think time between a session's actions: {think}.
 
@@ -757,7 +711,10 @@ of all {args.entries} entries took {warm:.1f} s (each entry's CIF is written onc
   cell-editor openings that needed the retry: {sum(r.retries for r in everyone)}
 * lost edits: **{len(lost)}** (every note a session saved checked in the database afterwards; {conflicts} save(s) reported
   as conflicts on screen){''.join(f'{chr(10)}  * {x}' for x in lost)}
-* saves after which the page still showed the edit as pending: **{sum(len(r.unapplied) for r in everyone)}**{''.join(f'{chr(10)}  * session {r.session} {x}' for r in everyone for x in r.unapplied)}
+* edits not in the database once the run their Enter caused had finished: **{sum(len(r.unapplied) for r in everyone)}**{''.join(f'{chr(10)}  * session {r.session} {x}' for r in everyone for x in r.unapplied)}
+* actions dropped before the app saw them, each repeated once as a user who sees nothing happen would: an edit whose
+  Enter the browser never sent (no script run within {STEP_TIMEOUT_S:g} s, the cell shows its old text again), or an *Add to
+  shortlist* press that the run after the click did not carry (no entry, no message): **{sum(len(r.dropped) for r in everyone)}**{''.join(f'{chr(10)}  * session {r.session} {x}' for r in everyone for x in r.dropped)}
 * errors: **{len(page_errors_)}** on the pages, **{len(server_errors)}** lines with a traceback or error in the server
   log{''.join(f'{chr(10)}  * {x}' for x in (page_errors_ + server_errors)[:10])}
 * driver problems (the bench's own missed clicks, keys or timeouts, not app errors): **{len(driver)}**{''.join(f'{chr(10)}  * {x}' for x in driver[:12])}

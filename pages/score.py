@@ -70,5 +70,5 @@ else:
     scored = listed[listed["scored"]]
     if len(scored):
         st.download_button("Download scores (CSV)", scored.drop(columns=["kind", "elements", "trusted"]).to_csv(index=False).encode(),
-                           file_name="scores.csv", mime="text/csv", key="score-csv")
+                           file_name="scores.csv", mime="text/csv", key="score-csv", on_click="ignore")
         link("explore", "Explore the scored structures →")

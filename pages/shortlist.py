@@ -27,9 +27,15 @@ config["select"] = st.column_config.CheckboxColumn("Select", help="rows to expor
 config["notes"] = st.column_config.TextColumn("Notes", width="large")
 config["tags"] = st.column_config.TextColumn("Tags", help="comma-separated")
 editor_key = edits.editor_key()
+st.caption("Notes and tags are saved as soon as you leave the cell (Enter, Tab or a click elsewhere).")
 st.data_editor(table, key=editor_key, hide_index=True, width="stretch", column_config=config,
                disabled=[c for c in table.columns if c not in ("select", "notes", "tags")],
-               on_change=lambda: edits.capture(st.session_state[editor_key].get("edited_rows")))
+               on_change=lambda: edits.commit(st.session_state[editor_key].get("edited_rows"), store))
+if edits.saved_ids:
+    st.toast("Saved notes & tags of " + ", ".join(f"#{i}" for i in edits.saved_ids))
+    edits.saved_ids = []
+for notice in edits.notices:      # until the next edit: a removed entry's text stays readable
+    st.warning(notice, icon=":material/warning:")
 chosen = sorted(edits.selected)
 scope = chosen or [int(i) for i in listing["id"]]
 scope_text = f"{len(chosen)} selected" if chosen else f"all {len(scope)}"
@@ -47,21 +53,19 @@ for entry_id, now in edits.conflicts().items():   # the list changed underneath 
                f"{now['notes']!r}, tags {now['tags']!r}; yours (unsaved) notes {mine['notes']!r}, tags "
                f"{mine['tags']!r}.", icon=":material/warning:")
     k1, k2 = st.columns(2)
-    if k1.button("Keep mine (overwrite on save)", key=f"shortlist-mine-{entry_id}"):
+    if k1.button("Keep mine (overwrite theirs)", key=f"shortlist-mine-{entry_id}"):
         edits.keep_mine(entry_id)
+        edits.commit({}, store)
         st.rerun()
     if k2.button("Take theirs (drop my edit)", key=f"shortlist-theirs-{entry_id}"):
         edits.discard(entry_id)
         st.rerun()
 
 c1, c2, c3, c4, c5 = st.columns([1.35, 1.25, 1.05, 0.85, 1.2])   # widths follow the labels
-if c1.button(f"Save notes & tags ({edits.count()})", disabled=not edits.count(), type="primary", key="shortlist-save"):
-    saved, problems = edits.save(store)
-    for problem in problems:
-        st.warning(problem, icon=":material/warning:")
-    if not problems:
-        st.toast(f"Saved {saved} change(s)")
-        st.rerun()
+retry = edits.unsaved()     # edits the store could not write (e.g. busy): offered again, never dropped
+if retry and c1.button(f"Save again ({len(retry)})", type="primary", key="shortlist-save"):
+    edits.commit({}, store)
+    st.rerun()
 if c2.button(f"Remove selected ({len(chosen)})", disabled=not chosen, key="shortlist-remove"):
     for entry_id in chosen:
         store.remove(entry_id)
@@ -69,19 +73,21 @@ if c2.button(f"Remove selected ({len(chosen)})", disabled=not chosen, key="short
 try:
     from core.export import properties_csv
 
-    # built when clicked (a callable), not on every rerun: 500 CIFs take seconds
+    # built when clicked (a callable), not on every rerun: 500 CIFs take seconds. No rerun on the click
+    # (on_click="ignore"): a rerun that finishes first forgets the callable, and the browser's request for the
+    # file then fails ("Deferred file ... not found", seen under load in bench/shortlist_load.py)
     c3.download_button(f"CIF zip ({scope_text})", lambda: shortlisting.cif_zip_of(store, scope), file_name="shortlist-cifs.zip",
-                       mime="application/zip", key="shortlist-zip", icon=":material/download:")
+                       mime="application/zip", key="shortlist-zip", on_click="ignore", icon=":material/download:")
 
     def scope_csv() -> bytes:
         rows = store.list()
         return properties_csv(rows[rows["id"].isin(scope)])
 
     c4.download_button(f"CSV ({scope_text})", scope_csv,
-                       file_name="shortlist.csv", mime="text/csv", key="shortlist-csv", icon=":material/download:",
+                       file_name="shortlist.csv", mime="text/csv", key="shortlist-csv", on_click="ignore", icon=":material/download:",
                        help="one row per entry; tags as a JSON list")
     c5.download_button(f"DFT inputs ({scope_text})", lambda: shortlisting.dft_inputs_zip(store, scope),
-                       file_name="shortlist-dft-inputs.zip", mime="application/zip", key="shortlist-dft",
+                       file_name="shortlist-dft-inputs.zip", mime="application/zip", key="shortlist-dft", on_click="ignore",
                        icon=":material/download:",
                        help="a zip of pymatgen Materials Project input sets per candidate: relaxation, static and DFPT "
                             "dielectric runs (INCAR, KPOINTS, POSCAR, POTCAR.spec) and a summary CSV")

@@ -52,12 +52,52 @@ def test_a_conflicting_edit_is_reported_and_kept_until_resolved(store):
     store.update(1, notes="theirs")                              # saved in another session meanwhile
     shown(edits, store)
     assert edits.conflicts() == {1: {"notes": "theirs", "tags": "a"}}
-    saved, problems = edits.save(store)
-    assert saved == 0 and "'theirs'" in problems[0] and store.get(1).notes == "theirs"
+    assert edits.save(store) == (0, []) and store.get(1).notes == "theirs"
     assert edits.pending[1]["notes"] == "mine"                   # not lost: still pending, shown again
     shown(edits, store)
+    assert edits.conflicts() == {1: {"notes": "theirs", "tags": "a"}} and edits.unsaved() == []
     edits.keep_mine(1)
     assert not edits.conflicts() and edits.save(store) == (1, []) and store.get(1).notes == "mine"
+
+
+def test_an_edit_is_saved_when_the_editor_reports_it(store):
+    edits = Edits()
+    shown(edits, store)
+    key = edits.editor_key()
+    edits.commit({1: {"notes": "saved at once", "tags": "b; c"}}, store)   # the editor's on_change
+    assert (store.get(2).notes, store.get(2).tags) == ("saved at once", ("b; c",))
+    assert edits.count() == 0 and edits.saved_ids == [2] and edits.notices == []
+    edits.commit({1: {"notes": "saved at once", "tags": "b; c"}}, store)   # replayed before the rerun: no-op
+    assert edits.count() == 0 and edits.saved_ids == []
+    shown(edits, store)
+    assert edits.editor_key() != key           # the editor starts afresh from what is stored now
+    key = edits.editor_key()
+    store.update(3, notes="another session")
+    shown(edits, store)
+    assert edits.editor_key() != key           # another session's change: the editor shows the new text
+    key = edits.editor_key()
+    store.remove(1)
+    store.add(crystal(4.1, "Na"))              # same number of rows, other entries: positions mean others now
+    shown(edits, store)
+    assert edits.editor_key() != key
+
+
+def test_an_edit_the_store_cannot_write_stays_pending(store, monkeypatch):
+    import sqlite3
+
+    edits = Edits()
+    shown(edits, store)
+
+    def busy(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "update", busy)
+    edits.commit({0: {"notes": "typed while busy"}}, store)
+    assert edits.pending[1]["notes"] == "typed while busy" and edits.unsaved() == [1]
+    assert "database is locked" in edits.notices[0] and "typed while busy" not in store.get(1).notes
+    monkeypatch.undo()
+    edits.commit({}, store)                    # Save again
+    assert store.get(1).notes == "typed while busy" and edits.count() == 0 and edits.notices == []
 
 
 def test_an_edit_of_a_removed_entry_is_reported_with_its_text(store):
@@ -89,7 +129,7 @@ def test_page_names_a_damaged_file_and_leaves_it_alone(tmp_path, monkeypatch):
     assert path.read_bytes() == b"garbage, not SQLite" * 300
 
 
-def test_page_shows_pending_edits_and_conflicts_after_the_list_changed(tmp_path, monkeypatch):
+def test_page_saves_edits_and_shows_conflicts_after_the_list_changed(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("CFRL_APP_DATA_DIR", str(tmp_path / "data"))
@@ -99,21 +139,20 @@ def test_page_shows_pending_edits_and_conflicts_after_the_list_changed(tmp_path,
     at = AppTest.from_file(MAIN, default_timeout=120)
     at.run()
     at.switch_page("../pages/shortlist.py").run()
+    assert not [b for b in at.button if b.label.startswith("Save")]      # nothing to save: edits save themselves
     edits = at.session_state["shortlist-edits"]
-    edits.capture({0: {"notes": "mine"}, 1: {"notes": "also mine"}})
-    sl.update(1, notes="theirs")                                 # another session, before Save
+    edits.capture({0: {"notes": "mine"}})           # typed, not yet reported to the server as saved
+    sl.update(1, notes="theirs")                    # another session, first
     sl.add(crystal(4.1, "K"))
+    edits.commit({1: {"notes": "also mine"}}, sl)   # the editor's on_change for the second edit
     at.run()
     assert not at.exception
+    assert sl.get(2).notes == "also mine" and sl.get(1).notes == "theirs"
     assert list(at.dataframe[0].value["notes"]) == ["mine", "also mine", ""]
     assert "changed in another session" in " ".join(w.value for w in at.warning)
-    save = next(b for b in at.button if b.label.startswith("Save notes & tags"))
-    assert save.label == "Save notes & tags (2)"
-    save.click().run()
-    assert sl.get(2).notes == "also mine" and sl.get(1).notes == "theirs"
     next(b for b in at.button if b.label.startswith("Keep mine")).click().run()
-    next(b for b in at.button if b.label.startswith("Save notes & tags")).click().run()
     assert sl.get(1).notes == "mine" and at.session_state["shortlist-edits"].count() == 0
+    assert "changed in another session" not in " ".join(w.value for w in at.warning)
 
 
 def test_table_lays_edits_and_selection_over_whole_columns(store):
