@@ -89,7 +89,8 @@ _WARMED_LOCK = threading.Lock()
 def warm_up(checkpoint) -> threading.Thread | None:
     """Compile the sampler for the default request (``core.sampler.precompile``) and draw it once
     (``GenerateRequest()``: 100 samples in Fm-3m) from ``checkpoint`` in the background, once per checkpoint
-    and process, so the sampler is traced and compiled before the first Generate click (4-5 s on a CPU, 0.3 s once compiled; other sample counts share its chunk shapes).
+    and process, so the first Generate click finds it compiled (~6 s on a CPU; 0.3 s per draw once compiled).
+    Other sample counts share the redraw shapes but compile their own first chunk.
     Off with ``CFRL_APP_WARMUP=0`` (tests)."""
     if not warm_up_enabled() or checkpoint is None:
         return None

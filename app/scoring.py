@@ -166,8 +166,8 @@ def warm_up(settings: ScoreSettings | None = None) -> threading.Thread | None:
 
     Started after the first page has been drawn, so the first Generate or Score click finds the MLIP,
     band-gap and ε models, the hull reference and the novelty reference loaded, and one crystal scored,
-    instead of spending ~10 s on them (a click made meanwhile waits only for what is still loading: the core's loaders
-    share their caches and locks). The scoring modules are imported here, in the script thread,
+    instead of spending ~10 s on them (a click made meanwhile waits only for what is still loading: the
+    core's loaders share their caches and locks). The scoring modules are imported here, in the script thread,
     first (``preload``); only loading runs in the background thread, like a scoring job.
     Off with the fake scorer (tests) and with ``CFRL_APP_WARMUP=0``.
     """

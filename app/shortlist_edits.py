@@ -50,7 +50,7 @@ class Edits:
     shown: list[int] = field(default_factory=list)                     # ids of the rows now on screen
     stored: dict[int, dict[str, str]] = field(default_factory=dict)    # their stored notes/tags
     generation: int = 0                                                # bumped when the editor must start afresh
-    notices: list[str] = field(default_factory=list)                   # problems of the last save, shown once
+    notices: list[str] = field(default_factory=list)                   # problems of the last save, shown until the next
     saved_ids: list[int] = field(default_factory=list)                 # entries the last save wrote
 
     # -- building the table -----------------------------------------------------------------------
@@ -122,14 +122,8 @@ class Edits:
         next edit)."""
         self.notices, self.saved_ids = [], []
         self.capture(edited_rows)
-        if not self.pending:
-            return
-        try:
-            saved, problems = self.save(store)
-        except Exception as exc:  # noqa: BLE001 - e.g. a damaged or locked database: keep every edit, say so
-            self.notices.append(f"Not saved ({exc}); your edits are kept here, press Save again to retry.")
-            return
-        self.notices.extend(problems)
+        if self.pending:
+            self.notices = self.save(store)[1]     # ``save`` keeps every edit it could not write, and says why
 
     def save(self, store) -> tuple[int, list[str]]:
         """Write every pending edit whose base still holds; returns (saved, problems). Conflicting edits stay
@@ -147,10 +141,11 @@ class Edits:
             try:
                 store.update(entry_id, notes=edit["notes"], tags=edit["tags"], expected=edit["base"])
             except EditConflictError as exc:
+                # stays pending (``conflicts``, the page, shows both versions once it has reread the list),
+                # unless it is already stored as typed (e.g. the editor replayed an edit)
                 if _same({"notes": exc.current["notes"] or "", "tags": _tags_text(exc.current["tags"])}, edit):
-                    del self.pending[entry_id]     # already stored as typed (e.g. the editor replayed an edit)
-                    continue
-                continue        # stays pending: ``conflicts`` (the page) shows both versions once it has reread the list
+                    del self.pending[entry_id]
+                continue
             except InvalidInputError as exc:  # removed meanwhile, or text the store refuses: say so, keep the text
                 problems.append(f"#{entry_id}: {exc}; your notes were {edit['notes']!r}, tags {edit['tags']!r}")
                 del self.pending[entry_id]

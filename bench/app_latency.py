@@ -82,7 +82,6 @@ def baseline(checkpoint: Path, samples: int, real: bool) -> dict[str, float]:
     pay alike for chemical systems seen for the first time (their hull references)."""
     from app.generation import GenerateRequest, generate
     from core.checkpoint import load_checkpoint
-
     from core.sampler import precompile
 
     ck = load_checkpoint(checkpoint)

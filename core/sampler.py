@@ -524,19 +524,10 @@ def _reject_overlaps(checkpoint: Checkpoint, arrays: dict, spares: dict, key, ru
         if lattice_tries > 1 and not all(v.fits for v in verdicts):
             # the other lattices of every candidate whose own lattice fails, in one call
             lost = np.array([k for k, v in enumerate(verdicts) if not v.fits])
-            size = ROUND_ROWS
-            Ls, lps = [], []
-            for c, start in enumerate(range(0, len(lost), size)):
-                part = lost[start:start + size]
-                idx = np.concatenate([part, np.full(size - len(part), part[0])])
-                num_atoms = np.array([len(atoms[k][1]) for k in idx], np.float64)
-                L, lp = _compiled_lattices(config, float(top_p), lattice_tries - 1)(
-                    jax.random.fold_in(round_key, c), jnp.asarray(cand["lrow"][idx]), jnp.asarray(cand["G"][idx]),
-                    jnp.asarray(num_atoms, jnp.result_type(float)), temperature_j)
-                Ls.append(np.asarray(L)[:, :len(part)])
-                lps.append(np.asarray(lp)[:, :len(part)])
-            extra = dict(zip(lost.tolist(), zip(np.concatenate(Ls, axis=1).transpose(1, 0, 2),
-                                                np.concatenate(lps, axis=1).T)))
+            num_atoms = np.array([len(atoms[k][1]) for k in lost], np.float64)
+            Ls, lps = _retry_lattices(config, round_key, cand["lrow"][lost], cand["G"][lost], num_atoms,
+                                      temperature_j, top_p, lattice_tries - 1)
+            extra = dict(zip(lost.tolist(), zip(Ls.transpose(1, 0, 2), lps.T)))
         for k, b in enumerate(owner):
             if fits[b]:
                 continue                      # an earlier candidate of this row fitted: later ones are never drawn
@@ -581,6 +572,23 @@ def _reject_overlaps(checkpoint: Checkpoint, arrays: dict, spares: dict, key, ru
     return best
 
 
+def _retry_lattices(config: ModelConfig, key, lrow: np.ndarray, G: np.ndarray, num_atoms: np.ndarray, temperature,
+                    top_p: float, tries: int) -> tuple[np.ndarray, np.ndarray]:
+    """``tries`` more lattices for each of the n rows given its sites (``lrow``: the mixture row the decoding
+    computed), in ``ROUND_ROWS``-row chunks (the last padded: one compiled shape); (tries, n, 6) normalised
+    lattices and (tries, n) log p."""
+    draw = _compiled_lattices(config, float(top_p), tries)
+    Ls, lps = [], []
+    for c, start in enumerate(range(0, len(G), ROUND_ROWS)):
+        part = np.arange(start, min(start + ROUND_ROWS, len(G)))
+        idx = np.concatenate([part, np.full(ROUND_ROWS - len(part), part[0])])
+        L, lp = draw(jax.random.fold_in(key, c), jnp.asarray(lrow[idx]), jnp.asarray(G[idx]),
+                     jnp.asarray(num_atoms[idx], jnp.result_type(float)), temperature)
+        Ls.append(np.asarray(L)[:, :len(part)])
+        lps.append(np.asarray(lp)[:, :len(part)])
+    return np.concatenate(Ls, axis=1), np.concatenate(lps, axis=1)
+
+
 def precompile(checkpoint: Checkpoint, num: int = 100, *, reject_overlaps: bool = True, spacegroup: int = 225) -> None:
     """Compile every decode shape a request for ``num`` samples can use (T = 1, top_p = 1), so its first call
     does not pay seconds of compilation: the first decode's chunk and, for overlap-aware sampling, the redraw
@@ -595,11 +603,8 @@ def precompile(checkpoint: Checkpoint, num: int = 100, *, reject_overlaps: bool 
     for size in sorted(sizes):
         rows = _decode_rows(checkpoint, np.full(size, spacegroup, np.int32), key, 1.0, 1.0, mask, True, size)
     if reject_overlaps and LATTICE_TRIES > 1:
-        num_atoms = np.ones(ROUND_ROWS, np.float64)
-        idx = np.arange(ROUND_ROWS) % len(rows["lrow"])
-        _compiled_lattices(config, 1.0, LATTICE_TRIES - 1)(
-            key, jnp.asarray(rows["lrow"][idx]), jnp.asarray(np.full(ROUND_ROWS, spacegroup, np.int32)),
-            jnp.asarray(num_atoms, jnp.result_type(float)), temperature)
+        _retry_lattices(config, key, rows["lrow"], np.full(len(rows["lrow"]), spacegroup, np.int32),
+                        np.ones(len(rows["lrow"])), temperature, 1.0, LATTICE_TRIES - 1)
 
 
 def sample(checkpoint: Checkpoint, spacegroup: int | Sequence[int] | str = 225, num: int = 10, *,
