@@ -361,7 +361,7 @@ def run_session(server_url: str, db: Path, chromium, session: int, actions: int,
                 kind = "edit"
             try:
                 if kind == "add":
-                    do_add(page, watcher, result, crystals[adds][0])
+                    do_add(page, watcher, result, db, session, crystals[adds][0])
                     adds += 1
                 else:
                     if page.get_by_role("heading", name="Shortlist", exact=True).count() == 0:
@@ -392,8 +392,11 @@ def run_session(server_url: str, db: Path, chromium, session: int, actions: int,
             context.close()
 
 
-def do_add(page, watcher: Watcher, result: Result, formula: str) -> None:
-    """Explore: pick ``formula`` and press *Add to shortlist* (timed "add")."""
+def do_add(page, watcher: Watcher, result: Result, db: Path, session: int, formula: str) -> None:
+    """Explore: pick ``formula`` and press *Add to shortlist* (timed "add"). No confirmation within
+    ``STEP_TIMEOUT_S`` after the run the click caused is noted in ``result.dropped``, with whether the
+    database holds the entry (the press reached the app, its message did not show) or not (the press was
+    lost), and the button pressed once more, as a user who sees nothing happen would."""
     harness.open_page(page, "Explore")
     picker = page.locator('[data-testid="stSelectbox"]').filter(has_text="Structure").locator("input")
     picker.click()
@@ -408,9 +411,10 @@ def do_add(page, watcher: Watcher, result: Result, formula: str) -> None:
             confirmed.wait_for(timeout=STEP_TIMEOUT_S * 1000)
             result.added += 1
             return
-        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: the run after the click did not see it
-            result.dropped.append(f"add {formula} (attempt {attempt + 1}): a run finished after the click, without "
-                                  "the press (no entry added, no message); clicked again")
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError
+            stored = "stored" if added_from(db, session, formula) else "NOT stored"
+            result.dropped.append(f"add {formula} (attempt {attempt + 1}): no confirmation within {STEP_TIMEOUT_S:g} s "
+                                  f"after the click's run; the entry is {stored}; clicked again")
     raise DriverProblem(f"neither of two Add to shortlist clicks for {formula} reached the server")
 
 
@@ -429,6 +433,14 @@ def do_edit(page, watcher: Watcher, result: Result, db: Path, row: int, entry_id
         result.unapplied.append(f"#{entry_id} (Enter at {result.samples[-1].start:.2f}): stored {stored!r}; "
                                 f"messages on the page: {[a[:160] for a in alerts]}")
     return True
+
+
+def added_from(db: Path, session: int, formula: str) -> bool:
+    """Whether the shortlist holds ``formula`` uploaded by ``session`` (its file name is the entry's source)."""
+    from core.shortlist import Shortlist
+
+    listing = Shortlist(db, read_only=True).list()
+    return bool(((listing["formula"] == formula) & listing["source"].str.startswith(f"s{session}_")).any())
 
 
 def stored_note(db: Path, entry_id: int) -> str | None:
@@ -712,9 +724,9 @@ of all {args.entries} entries took {warm:.1f} s (each entry's CIF is written onc
 * lost edits: **{len(lost)}** (every note a session saved checked in the database afterwards; {conflicts} save(s) reported
   as conflicts on screen){''.join(f'{chr(10)}  * {x}' for x in lost)}
 * edits not in the database once the run their Enter caused had finished: **{sum(len(r.unapplied) for r in everyone)}**{''.join(f'{chr(10)}  * session {r.session} {x}' for r in everyone for x in r.unapplied)}
-* actions dropped before the app saw them, each repeated once as a user who sees nothing happen would: an edit whose
+* actions repeated once because nothing seemed to happen, as a user would repeat them: an edit whose
   Enter the browser never sent (no script run within {STEP_TIMEOUT_S:g} s, the cell shows its old text again), or an *Add to
-  shortlist* press that the run after the click did not carry (no entry, no message): **{sum(len(r.dropped) for r in everyone)}**{''.join(f'{chr(10)}  * session {r.session} {x}' for r in everyone for x in r.dropped)}
+  shortlist* press with no confirmation within {STEP_TIMEOUT_S:g} s (each says whether the entry was stored): **{sum(len(r.dropped) for r in everyone)}**{''.join(f'{chr(10)}  * session {r.session} {x}' for r in everyone for x in r.dropped)}
 * errors: **{len(page_errors_)}** on the pages, **{len(server_errors)}** lines with a traceback or error in the server
   log{''.join(f'{chr(10)}  * {x}' for x in (page_errors_ + server_errors)[:10])}
 * driver problems (the bench's own missed clicks, keys or timeouts, not app errors): **{len(driver)}**{''.join(f'{chr(10)}  * {x}' for x in driver[:12])}
