@@ -95,41 +95,50 @@ class CrystalTokens:
         Raises InvalidInputError for structures ``core.structure_check`` refuses (disordered, non-finite,
         degenerate, absurd) or when the analysis fails.
         """
-        from pyxtal import pyxtal
+        crystal, original = _pyxtal_crystal(structure, symprec)
+        return _from_pyxtal(crystal, original)
 
-        require_sane(structure, "cannot tokenise this structure", ordered=True)
-        # pyxtal has no data for Z >= 106: stand in distinct lighter elements absent from the crystal
-        present = {el.Z for el in structure.composition.elements}
-        spare = (z for z in range(1, 100) if z not in present)
-        proxies = {el.symbol: Element.from_Z(next(spare)).symbol
-                   for el in sorted(structure.composition.elements) if el.Z >= 104}
-        if proxies:
-            structure = structure.copy()
-            structure.replace_species(proxies)
-        original = {v: k for k, v in proxies.items()}
+    @classmethod
+    def equivalents(cls, structure: Structure, limit: int = 8, symprec: float = 0.01,
+                    seed: int = 0) -> list["CrystalTokens"]:
+        """Equivalent descriptions of one crystal: the canonical tokens first (``from_structure``), then
+        those of the same crystal after the affine normalizer's Wyckoff-set transformations (origin
+        shifts, axis choices: e.g. Na on 4a and Cl on 4b in Fm-3m, or the other way round), as pyxtal's
+        ``get_alternatives`` lists them. Each is checked to rebuild the same crystal (pymatgen
+        ``StructureMatcher``); duplicates and failures are dropped. At most ``limit`` are returned (a
+        random choice, fixed by ``seed``, when there are more): for training-data augmentation.
+
+        Raises InvalidInputError as ``from_structure`` does.
+        """
+        crystal, original = _pyxtal_crystal(structure, symprec)
+        first = _from_pyxtal(crystal, original)
+        out = [first]
         try:
-            refined = analyzer(structure, symprec, "cannot tokenise this structure").get_refined_structure()
-            crystal = pyxtal()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                try:
-                    crystal.from_seed(refined, tol=0.01)
-                except Exception:
-                    crystal.from_seed(refined, tol=0.0001)
-        except InvalidInputError:
-            raise
-        except Exception as exc:
-            raise InvalidInputError(f"symmetry analysis failed ({type(exc).__name__}: {exc})") from None
-        g = int(crystal.group.number)
-        w, a, x = [], [], []
-        for site in crystal.atom_sites:
-            w.append(wyckoff.letter_to_index(site.wp.letter))
-            a.append(atomic_number(original.get(str(site.specie), str(site.specie))))
-            pos = np.asarray(site.position, dtype=np.float64)
-            x.append(pos - np.floor(pos))
-        cell = crystal.lattice
-        lattice = np.array([cell.a, cell.b, cell.c, *np.degrees([cell.alpha, cell.beta, cell.gamma])])
-        return cls(g, np.array(w, int), np.array(a, int), np.array(x, float).reshape(-1, 3), lattice).sorted()
+                alternatives = crystal.get_alternatives()[1:]
+        except Exception:  # noqa: BLE001 - no alternatives is a valid answer for augmentation
+            alternatives = []
+        order = np.random.default_rng(seed).permutation(len(alternatives))
+        reference = first.to_structure()
+        seen = {first.key()}
+        for i in order:
+            if len(out) >= limit:
+                break
+            try:
+                tokens = _from_pyxtal(alternatives[i], original, representatives=True)
+                if tokens.key() in seen or not _same_crystal(reference, tokens.to_structure()):
+                    continue
+            except Exception:  # noqa: BLE001 - an alternative that does not rebuild is skipped
+                continue
+            seen.add(tokens.key())
+            out.append(tokens)
+        return out
+
+    def key(self, digits: int = 3) -> tuple:
+        """Hashable summary for spotting identical descriptions (coordinates rounded, mod 1)."""
+        x = np.round(np.asarray(self.coords, float) % 1.0, digits) % 1.0
+        return (self.spacegroup, tuple(self.wyckoff), tuple(self.species), tuple(map(tuple, x)))
 
     def sorted(self) -> "CrystalTokens":
         """Sites ordered by Wyckoff letter, then x, y, z (the reference's ``sort_atoms``)."""
@@ -261,3 +270,67 @@ def _fmt_coord(v: float, free: bool, digits: int) -> str:
         if abs(float(frac) - v) < 1e-6:
             return str(frac.numerator) if frac.denominator == 1 else f"{frac.numerator}/{frac.denominator}"
     return _fmt(v, digits)
+
+
+def _pyxtal_crystal(structure: Structure, symprec: float):
+    """(pyxtal crystal of the refined cell, {proxy symbol: original symbol}); the sanity gate runs first."""
+    from pyxtal import pyxtal
+
+    require_sane(structure, "cannot tokenise this structure", ordered=True)
+    # pyxtal has no data for Z >= 106: stand in distinct lighter elements absent from the crystal
+    present = {el.Z for el in structure.composition.elements}
+    spare = (z for z in range(1, 100) if z not in present)
+    proxies = {el.symbol: Element.from_Z(next(spare)).symbol
+               for el in sorted(structure.composition.elements) if el.Z >= 104}
+    if proxies:
+        structure = structure.copy()
+        structure.replace_species(proxies)
+    try:
+        refined = analyzer(structure, symprec, "cannot tokenise this structure").get_refined_structure()
+        crystal = pyxtal()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                crystal.from_seed(refined, tol=0.01)
+            except Exception:
+                crystal.from_seed(refined, tol=0.0001)
+    except InvalidInputError:
+        raise
+    except Exception as exc:
+        raise InvalidInputError(f"symmetry analysis failed ({type(exc).__name__}: {exc})") from None
+    return crystal, {v: k for k, v in proxies.items()}
+
+
+def _from_pyxtal(crystal, original: dict[str, str], representatives: bool = False) -> CrystalTokens:
+    """Tokens of a pyxtal crystal. ``representatives``: replace each site's position by the member of its
+    orbit that lies on the Wyckoff position's first coordinate triplet (pyxtal's transformed alternatives
+    may hold another member; the model's coordinates are the first triplet's)."""
+    g = int(crystal.group.number)
+    w, a, x = [], [], []
+    for site in crystal.atom_sites:
+        wi = wyckoff.letter_to_index(site.wp.letter)
+        w.append(wi)
+        a.append(atomic_number(original.get(str(site.specie), str(site.specie))))
+        pos = np.asarray(site.position, dtype=np.float64)
+        x.append(_representative(g, wi, pos) if representatives else pos - np.floor(pos))
+    cell = crystal.lattice
+    lattice = np.array([cell.a, cell.b, cell.c, *np.degrees([cell.alpha, cell.beta, cell.gamma])])
+    return CrystalTokens(g, np.array(w, int), np.array(a, int), np.array(x, float).reshape(-1, 3), lattice).sorted()
+
+
+def _representative(g: int, w: int, point: np.ndarray, tol: float = 1e-4) -> np.ndarray:
+    """The member of ``point``'s orbit that the Wyckoff position's first triplet maps onto itself (the
+    orbit from the general position's operations, which map any member onto all the others)."""
+    for member in wyckoff.orbit(g, int(wyckoff.tables().wmax[g - 1]), point):
+        member = member - np.floor(member)
+        projected = wyckoff.project(g, w, member)
+        delta = projected - member
+        if np.abs(delta - np.round(delta)).max() < tol:
+            return projected
+    raise InvalidInputError(f"no orbit member of {np.round(point, 4).tolist()} on Wyckoff position {w} of group {g}")
+
+
+def _same_crystal(a: Structure, b: Structure) -> bool:
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    return len(a) == len(b) and StructureMatcher(primitive_cell=False, scale=False, attempt_supercell=False).fit(a, b)

@@ -7,6 +7,12 @@ from the model config, a fixed-seed train/validation split, a metrics log (``met
 epoch, learning rate, train loss and its parts, validation loss and its parts, seconds), a checkpoint
 of the best validation loss (``best/``) and of the latest state (``last/``, with optimizer moments,
 for resuming).
+
+Augmentation: when the training set holds equivalent descriptions of its crystals (``core.data``,
+``equivalents`` > 1), every epoch sees each crystal once, in a description drawn at random. The model then
+spreads a crystal's probability over its descriptions, so the validation NLL of the canonical description
+alone stops measuring it; the NLL of the crystal, −log Σ_descriptions p (``crystal_nll``, column
+``val_crystal``), is what selects the best epoch. Without equivalents that column equals ``val_loss``.
 """
 from __future__ import annotations
 
@@ -105,6 +111,19 @@ def evaluate(model_config: ModelConfig, params, data: TokenSet, batch_size: int 
     return parts
 
 
+def crystal_nll(model_config: ModelConfig, params, data: TokenSet, batch_size: int = 256) -> float:
+    """Mean negative log-likelihood per crystal (nats) with each crystal's probability summed over its
+    descriptions in ``data`` (rows sharing a ``crystal`` index); equals ``evaluate``'s total without them."""
+    lp = batched_logp(model_config, params, *(data.arrays[k] for k in ARRAY_KEYS), batch_size=batch_size).total
+    crystals = data.crystals
+    _, group = np.unique(crystals, return_inverse=True)
+    peak = np.full(group.max() + 1, -np.inf)
+    np.maximum.at(peak, group, lp)
+    total = np.zeros_like(peak)
+    np.add.at(total, group, np.exp(lp - peak[group]))
+    return float(-np.mean(peak + np.log(total)))
+
+
 def train(model_config: ModelConfig, cfg: TrainConfig, train_set: TokenSet, val_set: TokenSet, out: str | Path,
           *, init: Checkpoint | None = None, resume: bool = True, meta: dict | None = None,
           log: Callable[[str], None] = print) -> Checkpoint:
@@ -114,8 +133,15 @@ def train(model_config: ModelConfig, cfg: TrainConfig, train_set: TokenSet, val_
     n = len(train_set)
     if n < cfg.batch_size:
         raise InvalidInputError(f"{n} training crystals is fewer than one batch of {cfg.batch_size}")
+    augmented = "crystal" in train_set.arrays
+
+    def epoch_arrays(epoch: int) -> dict[str, np.ndarray]:
+        if not augmented:
+            return train_set.arrays
+        return train_set.one_per_crystal(np.random.default_rng([cfg.seed, epoch, 1])).arrays
+
     rng_np = np.random.default_rng(cfg.seed)
-    steps_per_epoch = len(bucketed_batches(train_set.arrays, cfg.batch_size, rng_np, model_config.n_max))
+    steps_per_epoch = len(bucketed_batches(epoch_arrays(1), cfg.batch_size, rng_np, model_config.n_max))
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = make_optimizer(cfg, total_steps)
     params = init.params if init is not None else init_params(model_config, cfg.seed)
@@ -141,13 +167,13 @@ def train(model_config: ModelConfig, cfg: TrainConfig, train_set: TokenSet, val_
     writer = csv.writer(fh)
     if new_file:
         writer.writerow(["step", "epoch", "lr", "train_loss", *[f"train_{p}" for p in PARTS],
-                         "val_loss", *[f"val_{p}" for p in PARTS], "elapsed_s"])
+                         "val_loss", *[f"val_{p}" for p in PARTS], "val_crystal", "elapsed_s"])
     lr_at = learning_rate(cfg, total_steps)
     start = time.time() - state["elapsed_s"]
     rng = jax.random.PRNGKey(cfg.seed)
     try:
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-            batches = bucketed_batches(train_set.arrays, cfg.batch_size, np.random.default_rng(cfg.seed + epoch),
+            batches = bucketed_batches(epoch_arrays(epoch), cfg.batch_size, np.random.default_rng(cfg.seed + epoch),
                                        model_config.n_max)
             sums = {p: 0.0 for p in ("loss", *PARTS)}
             for b in batches:
@@ -159,18 +185,23 @@ def train(model_config: ModelConfig, cfg: TrainConfig, train_set: TokenSet, val_
                     sums[p] += float(parts[p])
             state["epoch"] = epoch
             train_metrics = {k: v / len(batches) for k, v in sums.items()}
-            val = evaluate(model_config, params, val_set) if epoch % cfg.eval_every == 0 or epoch == cfg.epochs else None
+            val = None
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                val = evaluate(model_config, params, val_set.canonical())
+                val["crystal"] = crystal_nll(model_config, params, val_set) if "crystal" in val_set.arrays else val["total"]
             state["elapsed_s"] = time.time() - start
             writer.writerow([state["step"], epoch, f"{float(lr_at(state['step'])):.3e}",
                              f"{train_metrics['loss']:.4f}", *[f"{train_metrics[p]:.4f}" for p in PARTS],
-                             *([f"{val['total']:.4f}", *[f"{val[p]:.4f}" for p in PARTS]] if val else [""] * 5),
+                             *([f"{val['total']:.4f}", *[f"{val[p]:.4f}" for p in PARTS], f"{val['crystal']:.4f}"]
+                               if val else [""] * 6),
                              f"{state['elapsed_s']:.1f}"])
             fh.flush()
             log(f"epoch {epoch}/{cfg.epochs}  train {train_metrics['loss']:.3f}"
-                + (f"  val {val['total']:.3f} (w {val['w']:.2f} a {val['a']:.2f} xyz {val['xyz']:.2f} l {val['l']:.2f})" if val else "")
+                + (f"  val {val['total']:.3f} (w {val['w']:.2f} a {val['a']:.2f} xyz {val['xyz']:.2f} l {val['l']:.2f};"
+                   f" crystal {val['crystal']:.3f})" if val else "")
                 + f"  {state['elapsed_s'] / 60:.1f} min")
-            if val and val["total"] < state["best_val"]:
-                state["best_val"] = val["total"]
+            if val and val["crystal"] < state["best_val"]:
+                state["best_val"] = val["crystal"]
                 save_checkpoint(out / "best", model_config, params,
                                 {**meta, "epoch": epoch, "step": state["step"], "val_nll": val, "train_nll": train_metrics,
                                  "wall_time_s": state["elapsed_s"]})

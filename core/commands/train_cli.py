@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--equivalents", type=int, default=1,
+                   help="augmentation: train on up to N equivalent Wyckoff descriptions of each crystal, one drawn per "
+                        "epoch; the best epoch is chosen by the crystal NLL summed over descriptions (default 1: none)")
     p.add_argument("--time-limit", type=float, default=None, help="hours; stops cleanly, resume later")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ship", default=None, help="copy the best checkpoint here with a model card when done")
@@ -73,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args) -> int:
     from core import data
     from core.checkpoint import load_checkpoint
-    from core.train import TrainConfig, baseline_nll, evaluate, train
+    from core.train import TrainConfig, baseline_nll, crystal_nll, evaluate, train
 
     preset = BASE_PRESET if args.preset == "base" else None
     if args.config:
@@ -95,24 +98,30 @@ def cmd_train(args) -> int:
         log("reading and tokenising structures ...")
         from core.export import read_paths
 
-        tokens = data.tokenize(read_paths(args.data), model_config.n_max)
+        tokens = data.tokenize(read_paths(args.data), model_config.n_max, equivalents=args.equivalents)
         sources = [str(p) for p in args.data]
     else:
-        tokens = data.base_training_set(model_config.n_max, progress=lambda i, n: log(f"tokenised {i}/{n}"))
+        tokens = data.base_training_set(model_config.n_max, progress=lambda i, n: log(f"tokenised {i}/{n}"),
+                                        equivalents=args.equivalents)
         sources = ["matbench_dielectric (crystal-toolkit wheel, 4,764 MP structures)",
                    "Materials Project hull entry sets in $CFRL_DATA_DIR/hulls (Kind A)"]
     if tokens.skipped:
         log(f"skipped {sum(tokens.skipped.values())} structures: {tokens.skipped}")
     train_set, val_set = data.split(tokens, args.val_fraction, seed=args.seed)
-    log(f"{len(train_set)} training / {len(val_set)} validation crystals")
+    log(f"{len(train_set.canonical())} training / {len(val_set.canonical())} validation crystals"
+        + (f" ({len(train_set)} / {len(val_set)} descriptions)" if args.equivalents > 1 else ""))
     init = load_checkpoint(args.init, None) if args.init else None
     meta = {"name": Path(args.ship or args.out).name, "data_sources": sources, "skipped": tokens.skipped,
             "model_config": model_config.to_dict()}
     out = Path(args.out)
+    meta["equivalents"] = args.equivalents
     ck = train(model_config, cfg, train_set, val_set, out, init=init, meta=meta, log=log)
-    val = evaluate(model_config, ck.params, val_set)
-    baseline = baseline_nll(train_set, val_set, model_config)
-    log(f"validation NLL {val['total']:.2f} nats/crystal (trivial baseline {baseline['total']:.2f})")
+    val = evaluate(model_config, ck.params, val_set.canonical())
+    val["crystal"] = crystal_nll(model_config, ck.params, val_set)
+    train_set = train_set.canonical()
+    baseline = baseline_nll(train_set, val_set.canonical(), model_config)
+    log(f"validation NLL {val['total']:.2f} nats/crystal, summed over descriptions {val['crystal']:.2f} "
+        f"(trivial baseline {baseline['total']:.2f})")
     ck.meta.update(val_nll=val, baseline_val_nll=baseline)
     (out / "summary.json").write_text(json.dumps({"val_nll": val, "baseline_val_nll": baseline,
                                                   "train_config": asdict(cfg)}, indent=2))
