@@ -281,3 +281,22 @@ def test_sulfur_shortcut_gives_the_correction_pymatgen_computes_itself():
         kinds["shortcut"] += not electronegative
         kinds["sulfate"] += kind == "sulfate"
     assert kinds["shortcut"] > 50 and kinds["sulfate"] > 10, kinds
+
+
+def test_shipped_relaxed_references_cover_every_compound_and_never_rise_above_static():
+    """The relaxed M3GNet section shipped in checkpoints/hull-references/ holds every bundled compound the static
+    section holds, with the same rows failing, and relaxing from the MP geometry never raised an energy
+    (FIRE stops at the first point below fmax: the relaxed total energy is at most the static one)."""
+    from core import settings
+    from core.scoring.references import store
+
+    path = settings.checkpoints_dir() / "hull-references" / "m3gnet__M3GNet-MP-2021.2.8-PES.json"
+    data = json.loads(path.read_text())
+    static = data[f"compounds-{store.COMPOUND_RECIPE}"]
+    relaxed = data[f"compounds-relaxed-{store.RELAXED_RECIPE}"]
+    assert set(relaxed) == set(static) and len(static) > 6000
+    assert {k for k, v in relaxed.items() if "error" in v} == {k for k, v in static.items() if "error" in v}
+    rises = {k: relaxed[k]["energy_ev"] - v["energy_ev"] for k, v in static.items()
+             if "energy_ev" in v and relaxed[k]["energy_ev"] > v["energy_ev"] + 1e-4}
+    assert not rises, rises
+    assert sum(v.get("converged", False) for v in relaxed.values()) > 0.99 * len(relaxed)
